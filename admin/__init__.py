@@ -1,0 +1,1 @@
+"""Control plane: the admin API, UI and operator commands."""

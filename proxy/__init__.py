@@ -1,0 +1,1 @@
+"""Data plane: the reverse proxy that buckets, blinds and records experimented requests."""
