@@ -1,0 +1,59 @@
+"""What the recorder writes for one experimented request: a usage row and a request row."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["RequestRecord"]
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    # usage
+    created_at: datetime
+    request_kind: str  # chat_completions | responses | messages
+    upstream_model: str  # the internal id actually called
+    status_code: int
+    user_id: str | None = None
+    has_error: bool = False
+    cancelled: bool = False
+    streamed: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+    cost_microdollars: int = 0
+    market_cost_microdollars: int = 0
+    # model_experiment_request
+    variant_version_id: int = 0
+    allocation_subject: str = "ip"  # user | machine | ip
+    subject_value: str = ""
+    client_request_id: str | None = None
+    system_prompt_sha256: str = "__absent__"
+    request_body_sha256: str = "__failed__"
+    was_truncated: bool = False
+    # Prompt evidence content for the prompt store (not persisted in these rows).
+    prompt_body: bytes | None = field(default=None, repr=False)
+    prompt_system: bytes | None = field(default=None, repr=False)
+    usage_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict for the spool file (bytes fields are dropped)."""
+        data = asdict(self)
+        data.pop("prompt_body")
+        data.pop("prompt_system")
+        data["usage_id"] = str(self.usage_id)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RequestRecord:
+        values = dict(data)
+        values["usage_id"] = uuid.UUID(values["usage_id"])
+        values["created_at"] = datetime.fromisoformat(values["created_at"])
+        return cls(**values)
