@@ -154,7 +154,9 @@ def _component(name: str) -> Callable[[argparse.Namespace], int]:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
+            # Only the component's own module (or its package) missing means "not built
+            # yet"; a missing dependency inside an existing component is a real error.
+            if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
                 return _fail(f"'{name}' is not available yet in this build")
             raise
         entry = getattr(module, "command_" + name.replace("-", "_"))
@@ -163,10 +165,25 @@ def _component(name: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def _passthrough_handler(argv: Sequence[str]) -> Callable[[], int] | None:
+    """Commands that parse their own flags get the rest of argv untouched."""
+    if not argv:
+        return None
+    name, rest = argv[0], list(argv[1:])
+    if name == "mock-upstream":
+        return lambda: _mock_upstream(rest)
+    if name in _COMPONENT_COMMANDS:
+        return lambda: _component(name)(argparse.Namespace(rest=rest))
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    direct = _passthrough_handler(argv)
     try:
+        if direct is not None:
+            return direct()
+        args = _build_parser().parse_args(argv)
         return int(args.handler(args))
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}")

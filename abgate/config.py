@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 __all__ = ["ConfigError", "EncryptionKey", "Settings", "parse_encryption_keys"]
 
-_KID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_KID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -39,7 +40,9 @@ class EncryptionKey:
         return f"EncryptionKey(kid={self.kid!r})"
 
 
-def parse_encryption_keys(raw: str, variable: str = "ABGATE_ENCRYPTION_KEYS") -> list[EncryptionKey]:
+def parse_encryption_keys(
+    raw: str, variable: str = "ABGATE_ENCRYPTION_KEYS"
+) -> list[EncryptionKey]:
     """Parse ``kid:base64(32 bytes)[,kid:...]``; the first entry encrypts."""
     keys: list[EncryptionKey] = []
     seen: set[str] = set()
@@ -47,7 +50,7 @@ def parse_encryption_keys(raw: str, variable: str = "ABGATE_ENCRYPTION_KEYS") ->
         if not entry:
             continue
         kid, sep, b64 = entry.partition(":")
-        if not sep or not _KID_RE.match(kid):
+        if not sep or not _KID_RE.fullmatch(kid):
             raise ConfigError(
                 variable,
                 f"entry {position + 1} must be 'kid:base64key' with a kid of 1-64 "
@@ -68,13 +71,22 @@ def parse_encryption_keys(raw: str, variable: str = "ABGATE_ENCRYPTION_KEYS") ->
     return keys
 
 
+def _split_url(name: str, value: str) -> SplitResult:
+    # urlsplit raises a bare ValueError (e.g. an unclosed IPv6 bracket); report it
+    # as a ConfigError so the CLI exits 2 instead of printing a traceback.
+    try:
+        return urlsplit(value)
+    except ValueError:
+        raise ConfigError(name, "is not a valid URL") from None
+
+
 def _dsn(env: Mapping[str, str], name: str, schemes: tuple[str, ...], required: bool) -> str | None:
     value = env.get(name, "").strip()
     if not value:
         if required:
             raise ConfigError(name, "is required")
         return None
-    parts = urlsplit(value)
+    parts = _split_url(name, value)
     if parts.scheme not in schemes:
         raise ConfigError(name, f"must be a URL with scheme {' or '.join(schemes)}")
     if parts.scheme.startswith("unix"):
@@ -109,7 +121,21 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
         number = float(value)
     except ValueError:
         raise ConfigError(name, "must be a number") from None
-    if not number >= minimum:
+    if not math.isfinite(number):
+        raise ConfigError(name, "must be a finite number")
+    if number < minimum:
+        raise ConfigError(name, f"must be >= {minimum}")
+    return number
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if not re.fullmatch(r"[0-9]{1,19}", value):
+        raise ConfigError(name, "must be a whole number")
+    number = int(value)
+    if number < minimum:
         raise ConfigError(name, f"must be >= {minimum}")
     return number
 
@@ -127,11 +153,14 @@ def _gateway(env: Mapping[str, str]) -> str | None:
     value = env.get("ABGATE_GATEWAY_URL", "").strip().rstrip("/")
     if not value:
         return None
-    parts = urlsplit(value)
+    parts = _split_url("ABGATE_GATEWAY_URL", value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("ABGATE_GATEWAY_URL", "must be an http(s)://host[:port] origin")
     if parts.path or parts.query or parts.fragment:
         raise ConfigError("ABGATE_GATEWAY_URL", "must be an origin without path or query")
+    if "@" in parts.netloc:
+        # Credentials in the origin would travel into logs with every passthrough URL.
+        raise ConfigError("ABGATE_GATEWAY_URL", "must not contain credentials")
     try:
         parts.port  # noqa: B018
     except ValueError:
@@ -199,17 +228,18 @@ class Settings:
             )
             or "",
             allow_insecure_upstream=_bool(env, "ABGATE_ALLOW_INSECURE_UPSTREAM"),
-            max_body_bytes=int(
-                _number(env, "ABGATE_MAX_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)
+            max_body_bytes=_integer(
+                env, "ABGATE_MAX_BODY_BYTES", 32 * 1024 * 1024, minimum=1024
             ),
             sse_keepalive_s=_number(env, "ABGATE_SSE_KEEPALIVE_S", 15.0, minimum=0.05),
             drain_s=_number(env, "ABGATE_DRAIN_S", 30.0, minimum=0),
             spool_dir=env.get("ABGATE_SPOOL_DIR", "").strip() or ".abgate-spool",
-            spool_max_bytes=int(
-                _number(env, "ABGATE_SPOOL_MAX_BYTES", 256 * 1024 * 1024, minimum=1024)
+            spool_max_bytes=_integer(
+                env, "ABGATE_SPOOL_MAX_BYTES", 256 * 1024 * 1024, minimum=1024
             ),
             prompt_store=prompt_store,
         )
 
     def __repr__(self) -> str:
-        return f"Settings(redis_namespace={self.redis_namespace!r}, keys={len(self.encryption_keys)})"
+        keys = len(self.encryption_keys)
+        return f"Settings(redis_namespace={self.redis_namespace!r}, keys={keys})"

@@ -45,14 +45,14 @@ class DevStack:
     data_dir: Path
     ports: Ports
     services: EmbeddedServices = field(default_factory=EmbeddedServices)
-    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     def stop(self) -> None:
-        for child in self.children:
+        for _, child in self.children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
-        for child in self.children:
+        for _, child in self.children:
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -110,11 +110,11 @@ def _spawn(stack: DevStack, args: list[str], env: dict[str, str], log_name: str)
         stderr=subprocess.STDOUT,
         start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
     )
-    stack.children.append(child)
+    stack.children.append((log_name, child))
 
 
-async def _wait_ready(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
+async def _wait_ready(url: str, within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
     async with aiohttp.ClientSession() as session:
         while True:
             try:
@@ -124,7 +124,7 @@ async def _wait_ready(url: str, timeout: float = 30.0) -> None:
             except aiohttp.ClientError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not become ready within {timeout:.0f}s")
+                raise RuntimeError(f"{url} did not become ready within {within_s:.0f}s")
             await asyncio.sleep(0.2)
 
 
@@ -263,9 +263,9 @@ def _watch(stack: DevStack) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     while not stop:
-        for child in stack.children:
+        for name, child in stack.children:
             if child.poll() is not None:
-                print(f"abgate dev: a child process exited ({child.args[3]}, code "
+                print(f"abgate dev: a child process exited ({name}, code "
                       f"{child.returncode}); see {stack.data_dir}/logs", file=sys.stderr)
                 return 1
         time.sleep(0.3)

@@ -93,7 +93,9 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
         pair = halves[version]
         for direction in ("up", "down"):
             if direction not in pair:
-                raise MigrationError(f"migration {version:04d}_{names[version]} has no {direction} file")
+                raise MigrationError(
+                    f"migration {version:04d}_{names[version]} has no {direction} file"
+                )
         migrations.append(Migration(version, names[version], pair["up"], pair["down"]))
     return migrations
 
@@ -181,10 +183,11 @@ async def migrate_down(
 async def migrate_status(
     conn: asyncpg.Connection, migrations: list[Migration] | None = None
 ) -> list[MigrationStatus]:
-    """Every known migration with its state; never changes anything but the bookkeeping table."""
+    """Every known migration with its state; changes nothing."""
     migrations = load_migrations() if migrations is None else migrations
-    await conn.execute(_CREATE_TABLE)
-    applied = await _applied(conn)
+    # Read-only: a database never migrated simply has everything pending.
+    has_table = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    applied = await _applied(conn) if has_table else {}
     statuses = []
     for migration in migrations:
         row = applied.pop(migration.version, None)

@@ -15,9 +15,18 @@ length ``L`` and the number of content chunks ``N``:
 * Anthropic reports ``input_tokens = P - C - W``,
   ``cache_read_input_tokens = C``, ``cache_creation_input_tokens = W``.
 
-Per-request overrides (request headers): ``x-mock-latency-ms``,
-``x-mock-chunks``, ``x-mock-chunk-interval-ms``, ``x-mock-status``,
-``x-mock-hang``, ``x-mock-fail-midstream``. Test helpers:
+Per-request overrides (request headers):
+
+* ``x-mock-latency-ms: N`` wait before the first byte;
+* ``x-mock-chunks: N`` content chunks (= output tokens);
+* ``x-mock-chunk-interval-ms: N`` pause between streamed chunks;
+* ``x-mock-status: S`` (S >= 400) answer S with an error body in the API kind's
+  shape whose message names the model (e.g. ``model <model> overloaded``);
+* ``x-mock-hang: 1`` accept the request, never answer (until the client leaves);
+* ``x-mock-fail-midstream: K`` close the connection after K streamed content
+  chunks (non-streaming: after half of the JSON body).
+
+Invalid override values get a 400. Test helpers:
 ``GET|DELETE /_mock/requests``, ``GET /_mock/healthz``, ``ANY /_echo/{tail}``,
 ``POST /_echo_stream``, ``GET /_sse?n=&interval_ms=``.
 """
@@ -349,25 +358,22 @@ def _override_message(model: str, status: int) -> str:
     return f"model {model}: mock error {status}"
 
 
+def _openai_error(status: int, message: str) -> bytes:
+    fallback = "server_error" if status >= 500 else "invalid_request_error"
+    err_type, code = _OPENAI_ERRORS.get(status, (fallback, f"mock_{status}"))
+    return _dumps({"error": {"message": message, "type": err_type, "param": None, "code": code}})
+
+
+def _anthropic_error(status: int, message: str, rid: str) -> bytes:
+    fallback = "api_error" if status >= 500 else "invalid_request_error"
+    error = {"type": _ANTHROPIC_ERRORS.get(status, fallback), "message": message}
+    return _dumps({"type": "error", "error": error, "request_id": f"req_{rid}"})
+
+
 def _error_body(kind: ApiKind, status: int, message: str, rid: str) -> bytes:
     if kind == "messages":
-        err_type = _ANTHROPIC_ERRORS.get(
-            status, "api_error" if status >= 500 else "invalid_request_error"
-        )
-        return _dumps(
-            {
-                "type": "error",
-                "error": {"type": err_type, "message": message},
-                "request_id": f"req_{rid}",
-            }
-        )
-    default = (
-        ("server_error", f"mock_{status}")
-        if status >= 500
-        else ("invalid_request_error", f"mock_{status}")
-    )
-    err_type, code = _OPENAI_ERRORS.get(status, default)
-    return _dumps({"error": {"message": message, "type": err_type, "param": None, "code": code}})
+        return _anthropic_error(status, message, rid)
+    return _openai_error(status, message)
 
 
 # --------------------------------------------------------------------------- wire formats
@@ -902,6 +908,8 @@ async def start_mock(
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = MockConfig()
+    if argv and argv[0] == "--":  # tolerate `abgate mock-upstream -- --port N`
+        argv = argv[1:]
     parser = argparse.ArgumentParser(
         prog="abgate mock-upstream", description="Fake OpenAI/Anthropic-compatible LLM."
     )
@@ -958,3 +966,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         _run(lambda: _serve(config, args.host, args.port))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

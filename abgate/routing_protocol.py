@@ -117,7 +117,10 @@ def snapshot_key(namespace: str, public_model_id: str) -> str:
 
 
 async def bump_version(conn: asyncpg.Connection, public_model_id: str) -> int:
-    """Take the next routing version for ``public_model_id``; call inside the mutation's transaction."""
+    """Take the next routing version for ``public_model_id``.
+
+    Call it inside the mutation's own transaction so both commit together.
+    """
     version: int = await conn.fetchval(_BUMP_SQL, public_model_id)
     return version
 

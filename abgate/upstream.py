@@ -647,7 +647,11 @@ class Upstream:
         }
 
     def __hash__(self) -> int:
-        return hash(json.dumps(self.to_json(), sort_keys=True))
+        # extra_body (a dict) is left out: equal objects must hash equal, and
+        # dict equality treats 1, 1.0 and True alike where JSON text does not.
+        return hash(
+            (self.internal_id, self.base_url, self.api_kind, self.remove_from_body, self.timeout_s)
+        )
 
 
 def parse_upstream(value: object, *, allow_insecure: bool) -> Upstream:

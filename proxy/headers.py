@@ -9,9 +9,7 @@ cookies...) could reveal which checkpoint or provider served the request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
-from multidict import CIMultiDict, istr
+from multidict import CIMultiDict, MultiMapping, istr
 
 __all__ = [
     "EXPERIMENT_RESPONSE_HEADERS",
@@ -47,14 +45,10 @@ EXPERIMENT_RESPONSE_HEADERS: frozenset[str] = frozenset(
 )
 
 
-def _connection_named(headers: Mapping[str, str] | CIMultiDict[str]) -> set[str]:
+def _connection_named(headers: MultiMapping[str]) -> set[str]:
     """Header names listed in ``Connection`` (they are hop-by-hop too)."""
     named: set[str] = set()
-    getall = getattr(headers, "getall", None)
-    values: Iterable[str] = (
-        getall("connection", ()) if getall else [headers.get("connection", "")]
-    )
-    for value in values:
+    for value in headers.getall("connection", ()):
         named.update(token.strip().lower() for token in value.split(",") if token.strip())
     return named
 
@@ -65,10 +59,7 @@ def _is_hop_by_hop(name: str, named: set[str]) -> bool:
 
 
 def forward_request_headers(
-    headers: Iterable[tuple[str, str]] | CIMultiDict[str],
-    *,
-    peer: str | None,
-    keep_content_length: bool,
+    headers: MultiMapping[str], *, peer: str | None, keep_content_length: bool
 ) -> CIMultiDict[str]:
     """Client request headers for the gateway (all of them, minus hop-by-hop).
 
@@ -76,11 +67,10 @@ def forward_request_headers(
     does. ``Content-Length`` is kept only when the body is forwarded with the
     same length it was announced with (streamed as received).
     """
-    source = CIMultiDict(headers) if not isinstance(headers, CIMultiDict) else headers
-    named = _connection_named(source)
+    named = _connection_named(headers)
     out: CIMultiDict[str] = CIMultiDict()
     forwarded_for: list[str] = []
-    for name, value in source.items():
+    for name, value in headers.items():
         lowered = name.lower()
         if _is_hop_by_hop(lowered, named) or lowered in _REQUEST_ONLY_DROP:
             continue
@@ -97,24 +87,23 @@ def forward_request_headers(
     return out
 
 
-def forward_response_headers(headers: CIMultiDict[str] | Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    """Gateway response headers for the client, minus hop-by-hop and Content-Length.
+def forward_response_headers(headers: MultiMapping[str]) -> CIMultiDict[str]:
+    """Gateway response headers for the client, minus hop-by-hop ones.
 
-    Content-Length is set by the caller from the response itself (so that a
-    HEAD or 304 answer keeps it while the body framing stays correct).
+    Content-Length stays: the body is relayed unchanged (never decompressed),
+    and aiohttp's server keeps it for HEAD and 304 answers without a body.
     """
-    source = CIMultiDict(headers) if not isinstance(headers, CIMultiDict) else headers
-    named = _connection_named(source)
+    named = _connection_named(headers)
     out: CIMultiDict[str] = CIMultiDict()
-    for name, value in source.items():
-        if _is_hop_by_hop(name, named) or name.lower() == "content-length":
+    for name, value in headers.items():
+        if _is_hop_by_hop(name, named):
             continue
         out.add(name, value)
     return out
 
 
 def experiment_response_headers(
-    upstream: Mapping[str, str] | CIMultiDict[str], *, content_type: str | None = None
+    upstream: MultiMapping[str], *, content_type: str | None = None
 ) -> CIMultiDict[str]:
     """The allowlisted subset of an upstream response's headers.
 

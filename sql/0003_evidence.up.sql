@@ -19,7 +19,8 @@ BEGIN
     RAISE EXCEPTION 'rate_card is insert-only' USING ERRCODE = 'restrict_violation';
 END;
 $$;
-CREATE TRIGGER rate_card_no_update BEFORE UPDATE ON rate_card
+-- Prices are history: a correction is a new row with a later effective_from.
+CREATE TRIGGER rate_card_insert_only BEFORE UPDATE OR DELETE ON rate_card
     FOR EACH ROW EXECUTE FUNCTION rate_card_insert_only();
 
 CREATE TABLE feedback (

@@ -29,5 +29,5 @@ BEGIN
     RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'restrict_violation';
 END;
 $$;
-CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();

@@ -1,0 +1,138 @@
+"""The admin application: wiring of resources, middlewares and routes.
+
+Each module registers its own routes (``register_routes(app)``); evidence
+endpoints (stats, request browser, prompt download) plug in the same way by
+adding their module to :data:`ROUTE_MODULES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from abgate.config import Settings
+from abgate.crypto import KeyRing
+from abgate.db import create_pool
+from admin.auth import Authenticator, auth_middleware
+from admin.context import CONTEXT, AdminContext
+from admin.errors import error_middleware
+from admin.metrics import REQUEST_DURATION, REQUESTS, method_label
+from admin.publish import Publisher
+
+__all__ = ["MAX_BODY_BYTES", "ROUTE_MODULES", "STATIC_DIR", "create_app"]
+
+log = logging.getLogger("abgate.admin")
+
+# Largest request body: an upstream with a 64 KiB extra_body plus a key fits easily.
+MAX_BODY_BYTES = 1024 * 1024
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Modules with a ``register_routes(app)``; optional ones are skipped when absent.
+ROUTE_MODULES: tuple[str, ...] = (
+    "admin.health",
+    "admin.experiments",
+    "admin.variants",
+    "admin.audit",
+)
+OPTIONAL_ROUTE_MODULES: tuple[str, ...] = ("admin.stats", "admin.requests")
+_REDIS_TIMEOUT_S = 1.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    response = await handler(request)
+    REQUESTS.labels(route, method_label(request.method), str(response.status)).inc()
+    REQUEST_DURATION.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+def _register_routes(app: web.Application) -> None:
+    for name in ROUTE_MODULES:
+        importlib.import_module(name).register_routes(app)
+    for name in OPTIONAL_ROUTE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register_routes(app)
+    if STATIC_DIR.is_dir():
+        app.router.add_get("/", _to_ui)
+        app.router.add_get("/ui", _to_ui)
+        app.router.add_get("/ui/", _ui_index)
+        app.router.add_static("/ui/", STATIC_DIR, show_index=False)
+
+
+async def _to_ui(_: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/ui/")
+
+
+async def _ui_index(_: web.Request) -> web.StreamResponse:
+    index = STATIC_DIR / "index.html"
+    if not index.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(index)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The admin app; its database pool and Redis client open on startup."""
+    if settings.database_url is None:
+        raise ValueError("the admin app needs settings.database_url")
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[
+            _metrics_middleware,
+            error_middleware,
+            auth_middleware(lambda request: request.app[CONTEXT].authenticator),
+        ],
+    )
+    app.cleanup_ctx.append(_resources(settings))
+    _register_routes(app)
+    return app
+
+
+def _resources(
+    settings: Settings,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        assert settings.database_url is not None
+        pool = await create_pool(settings.database_url, min_size=1, max_size=10)
+        redis = (
+            aioredis.Redis.from_url(
+                settings.redis_url,
+                socket_connect_timeout=_REDIS_TIMEOUT_S,
+                socket_timeout=_REDIS_TIMEOUT_S,
+            )
+            if settings.redis_url
+            else None
+        )
+        app[CONTEXT] = AdminContext(
+            settings=settings,
+            pool=pool,
+            redis=redis,
+            keyring=KeyRing(settings.encryption_keys),
+            publisher=Publisher(redis, settings.redis_namespace),
+            authenticator=Authenticator(pool, settings.admin_token),
+        )
+        if not settings.encryption_keys:
+            log.warning("ABGATE_ENCRYPTION_KEYS is not set: creating versions and "
+                        "rotating keys will fail until it is")
+        try:
+            yield
+        finally:
+            if redis is not None:
+                await redis.aclose()
+            await pool.close()
+
+    return resources
