@@ -96,7 +96,9 @@ async def list_audit(request: web.Request) -> web.Response:
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     args.append(query.limit + 1)
     rows = await context(request).pool.fetch(
-        f"SELECT {_ENTRY_COLUMNS} FROM audit_log {where} ORDER BY id DESC LIMIT ${len(args)}",
+        # Only constant fragments are interpolated; values are bound parameters.
+        f"SELECT {_ENTRY_COLUMNS} FROM audit_log {where} "  # noqa: S608
+        f"ORDER BY id DESC LIMIT ${len(args)}",
         *args,
     )
     page = rows[: query.limit]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from admin.errors import Forbidden, Unauthorized
 
@@ -37,7 +38,7 @@ __all__ = [
 
 CACHE_TTL_S = 5.0
 ROLES = ("admin", "viewer")
-TOKEN_PREFIX = "abg_"
+TOKEN_PREFIX = "abg_"  # noqa: S105 - a prefix, not a secret
 BOOTSTRAP_NAME = "bootstrap"
 _MAX_TOKEN_CHARS = 512
 _CACHE_MAX_ENTRIES = 1024
@@ -123,10 +124,7 @@ def is_public(path: str) -> bool:
     return path in _PUBLIC_PATHS or path == "/ui" or path.startswith("/ui/")
 
 
-def auth_middleware(
-    authenticator_of: Callable[[web.Request], Authenticator],
-) -> Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]],
-              Awaitable[web.StreamResponse]]:
+def auth_middleware(authenticator_of: Callable[[web.Request], Authenticator]) -> Middleware:
     """Every non-public path needs a valid token; mutations need the admin role."""
 
     @web.middleware

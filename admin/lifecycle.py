@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from admin.errors import BadRequest
 
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     ACTIVATE = "activate"
     PAUSE = "pause"
     COMPLETE = "complete"

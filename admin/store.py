@@ -1,3 +1,4 @@
+# ruff: noqa: S608 - SQL is built only from the constant column lists below; values are bound.
 """SQL of the admin app, and the JSON shapes of its rows.
 
 Every query lists its columns. ``encrypted_api_key`` is never selected into a
@@ -11,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -43,8 +44,8 @@ __all__ = [
     "version_json",
 ]
 
-Row = asyncpg.Record
-Json = dict[str, Any]
+Row: TypeAlias = asyncpg.Record
+Json: TypeAlias = dict[str, Any]
 
 _EXPERIMENT_COLUMNS = (
     "id, public_model_id, name, description, status, is_archived, "

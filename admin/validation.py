@@ -29,8 +29,8 @@ __all__ = [
     "parse_archived_filter",
     "parse_audit_query",
     "parse_experiment_create",
-    "parse_experiment_patch",
     "parse_experiment_id",
+    "parse_experiment_patch",
     "parse_rotate_key",
     "parse_variant_create",
     "parse_variant_id",
@@ -93,7 +93,9 @@ class AuditQuery:
     before_id: int | None  # the cursor: entries with a smaller id
 
 
-def _object(body: Any, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> Mapping[str, Any]:
+def _object(
+    body: Any, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
         raise BadRequest("request body must be a JSON object")
     unknown = sorted(k for k in body if k not in allowed)

@@ -94,15 +94,14 @@ class Blinder:
         # Longest first: re alternation takes the first alternative that matches.
         literals = sorted(self._replacements, key=len, reverse=True)
         alternation = b"|".join(re.escape(n) for n in literals)
-        needle_alternation = b"|".join(
-            re.escape(n) for n in sorted(needles, key=len, reverse=True)
-        )
+        needle_alternation = b"|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True))
         self._needle_re = (
             re.compile(needle_alternation, re.IGNORECASE) if needle_alternation else None
         )
-        self._scrub_re = re.compile(
-            b"(" + _ESCAPE + b")|" + alternation, re.IGNORECASE | re.DOTALL
-        )
+        # Needles before escapes, so a needle that starts with an escape (the id
+        # "/x" as b"\\/x") still matches; an escape that no needle starts with is
+        # consumed whole, so no needle is ever matched from inside one.
+        self._scrub_re = re.compile(alternation + b"|(" + _ESCAPE + b")", re.IGNORECASE | re.DOTALL)
 
     def blind(self, data: bytes) -> bytes:
         """Blind ``data`` (a JSON body, SSE events or any text). Returns new bytes."""

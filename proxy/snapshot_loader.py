@@ -16,7 +16,13 @@ import asyncpg
 from abgate.upstream import Upstream, UpstreamError, parse_upstream
 from proxy.snapshot import Snapshot, VariantRoute
 
-__all__ = ["SNAPSHOT_JSON_FORMAT", "load_snapshot", "snapshot_from_json", "snapshot_to_json"]
+__all__ = [
+    "SNAPSHOT_JSON_FORMAT",
+    "load_snapshot",
+    "read_snapshot",
+    "snapshot_from_json",
+    "snapshot_to_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +71,24 @@ async def load_snapshot(conn: asyncpg.Connection, public_model_id: str) -> Snaps
 
     ``conn`` must decode jsonb to Python objects (abgate.db.create_pool/connect).
     """
+    _version, snapshot = await read_snapshot(conn, public_model_id)
+    return snapshot
+
+
+async def read_snapshot(
+    conn: asyncpg.Connection, public_model_id: str
+) -> tuple[int, Snapshot | None]:
+    """Like :func:`load_snapshot`, also returning the config version read with it.
+
+    The version matters even without a live experiment: it fences that
+    negative answer like any snapshot.
+    """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         rows = await conn.fetch(_SNAPSHOT_SQL, public_model_id)
     first = rows[0]
+    version: int = first["config_version"]
     if first["experiment_id"] is None:
-        return None
+        return version, None
     variants: list[VariantRoute] = []
     scheduled: list[datetime] = []
     for row in rows:
@@ -87,11 +106,11 @@ async def load_snapshot(conn: asyncpg.Connection, public_model_id: str) -> Snaps
         )
         if row["next_effective_at"] is not None:
             scheduled.append(row["next_effective_at"])
-    return Snapshot(
+    return version, Snapshot(
         experiment_id=str(first["experiment_id"]),
         public_model_id=public_model_id,
         status=first["status"],
-        version=first["config_version"],
+        version=version,
         variants=tuple(variants),
         valid_until=min(scheduled).timestamp() if scheduled else None,
     )

@@ -12,8 +12,8 @@ Decisions (the WHATWG dispatch rules are relaxed so no byte is ever lost):
   blocks with no ``data:`` line (comment-only keep-alives such as ``: ping``, or
   an ``event:`` alone). Such an event has ``data == b""``; consumers that follow
   the spec's "no data, no dispatch" rule skip events with empty data.
-* Blank lines before an event (stray separators) are kept at the start of the
-  next event's ``raw`` and otherwise ignored.
+* Stray blank lines between events are kept: one is the start of the next
+  event's ``raw`` (and otherwise ignored), a run of them a data-less event.
 * Multi-line ``data`` is joined with ``\\n``; one space after the colon is
   stripped; ``id:``, ``retry:`` and unknown fields are kept in ``raw`` only.
 * Lines may end with ``\\n``, ``\\r\\n`` or ``\\r``, mixed freely.

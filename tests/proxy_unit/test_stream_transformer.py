@@ -1,0 +1,314 @@
+"""proxy.stream_transform: streams are forwarded event by event, blinded, with usage read."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.blinding import Blinder
+from proxy.stream_transform import StreamTransformer
+from proxy.usage import Usage
+
+PUBLIC = "partner/preview-foo"
+INTERNAL = "acme-ckpt-7"
+BLINDER = Blinder(PUBLIC, INTERNAL, "https://api.acme-labs.ai/v1")
+
+
+def sse(payload: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def chat_chunk(content: str) -> bytes:
+    return sse(
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "model": INTERNAL,
+            "choices": [{"index": 0, "delta": {"content": content}}],
+            "usage": None,
+        }
+    )
+
+
+CHAT_USAGE = {
+    "prompt_tokens": 40,
+    "completion_tokens": 7,
+    "prompt_tokens_details": {"cached_tokens": 10},
+}
+CHAT_USAGE_CHUNK = sse({"id": "c1", "model": INTERNAL, "choices": [], "usage": CHAT_USAGE})
+CHAT_STREAM = chat_chunk("Hel") + chat_chunk("lo") + CHAT_USAGE_CHUNK + b"data: [DONE]\n\n"
+
+MESSAGES_STREAM = (
+    sse(
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_1",
+                "model": INTERNAL,
+                "usage": {
+                    "input_tokens": 25,
+                    "output_tokens": 1,
+                    "cache_read_input_tokens": 100,
+                    "cache_creation_input_tokens": 8,
+                },
+            },
+        },
+        "message_start",
+    )
+    + sse({"type": "content_block_start", "index": 0}, "content_block_start")
+    + sse(
+        {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Hi"}},
+        "content_block_delta",
+    )
+    + sse({"type": "ping"}, "ping")
+    + sse(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 15},
+        },
+        "message_delta",
+    )
+    + sse({"type": "message_stop"}, "message_stop")
+)
+
+
+def response_object(status: str, usage: dict[str, Any] | None) -> dict[str, Any]:
+    return {"id": "resp_1", "model": INTERNAL, "status": status, "error": None, "usage": usage}
+
+
+RESPONSES_STREAM = (
+    sse(
+        {"type": "response.created", "response": response_object("in_progress", None)},
+        "response.created",
+    )
+    + sse(
+        {"type": "response.in_progress", "response": response_object("in_progress", None)},
+        "response.in_progress",
+    )
+    + sse({"type": "response.output_text.delta", "delta": "Hi"}, "response.output_text.delta")
+    + sse(
+        {
+            "type": "response.completed",
+            "response": response_object(
+                "completed",
+                {
+                    "input_tokens": 60,
+                    "input_tokens_details": {"cached_tokens": 20},
+                    "output_tokens": 5,
+                },
+            ),
+        },
+        "response.completed",
+    )
+)
+
+
+def run(kind: str, chunks: list[bytes], *, drop: bool = False) -> tuple[bytes, StreamTransformer]:
+    transformer = StreamTransformer(kind, BLINDER, drop_usage_chunk=drop)
+    out = b"".join(transformer.feed(chunk) for chunk in chunks) + transformer.finish()
+    return out, transformer
+
+
+def test_chat_stream_usage_comes_from_the_final_usage_chunk() -> None:
+    _, t = run("chat_completions", [CHAT_STREAM])
+    assert t.usage == Usage(30, 7, 10, 0)
+
+
+def test_chat_stream_says_the_public_id_in_every_chunk() -> None:
+    out, _ = run("chat_completions", [CHAT_STREAM])
+    assert INTERNAL.encode() not in out
+    assert out.count(f'"model":"{PUBLIC}"'.encode()) == 3
+
+
+def test_chat_done_marker_passes_through() -> None:
+    out, t = run("chat_completions", [CHAT_STREAM])
+    assert out.endswith(b"data: [DONE]\n\n")
+    assert t.events == 4
+
+
+def test_forced_usage_chunk_is_dropped_but_still_counted() -> None:
+    out, t = run("chat_completions", [CHAT_STREAM], drop=True)
+    assert out == BLINDER.blind(chat_chunk("Hel") + chat_chunk("lo") + b"data: [DONE]\n\n")
+    assert t.usage == Usage(30, 7, 10, 0)
+
+
+def test_usage_chunk_is_forwarded_when_the_client_asked_for_it() -> None:
+    out, _ = run("chat_completions", [CHAT_STREAM], drop=False)
+    assert b'"choices":[]' in out
+
+
+def test_usage_riding_on_a_content_chunk_is_never_dropped() -> None:
+    chunk = sse({"model": INTERNAL, "choices": [{"delta": {"content": "x"}}], "usage": CHAT_USAGE})
+    out, t = run("chat_completions", [chunk], drop=True)
+    assert out == BLINDER.blind(chunk)
+    assert t.usage == Usage(30, 7, 10, 0)
+
+
+def test_drop_usage_chunk_only_applies_to_chat() -> None:
+    out, _ = run("messages", [MESSAGES_STREAM], drop=True)
+    assert out == BLINDER.blind(MESSAGES_STREAM)
+
+
+def test_messages_usage_combines_message_start_and_message_delta() -> None:
+    out, t = run("messages", [MESSAGES_STREAM])
+    assert t.usage == Usage(25, 15, 100, 8)
+    assert INTERNAL.encode() not in out
+    assert t.events == 6
+
+
+def test_responses_usage_comes_from_response_completed() -> None:
+    out, t = run("responses", [RESPONSES_STREAM])
+    assert t.usage == Usage(40, 5, 20, 0)
+    assert out.count(f'"model":"{PUBLIC}"'.encode()) == 3
+
+
+def test_responses_null_usage_does_not_reset_earlier_usage() -> None:
+    late = sse({"type": "response.in_progress", "response": response_object("x", None)})
+    _, t = run("responses", [RESPONSES_STREAM + late])
+    assert t.usage == Usage(40, 5, 20, 0)
+
+
+def test_partial_event_is_held_until_complete() -> None:
+    t = StreamTransformer("chat_completions", BLINDER, drop_usage_chunk=False)
+    event = chat_chunk("x")
+    assert t.feed(event[:20]) == b""
+    assert t.feed(event[20:]) == BLINDER.blind(event)
+
+
+def test_internal_id_split_across_chunks_is_still_blinded() -> None:
+    event = sse({"choices": [{"delta": {"content": f"I am {INTERNAL}"}}]})
+    cut = event.index(INTERNAL.encode()) + 4
+    out, _ = run("chat_completions", [event[:cut], event[cut:]])
+    assert INTERNAL.encode() not in out
+    assert PUBLIC.encode() in out
+
+
+def test_keep_alive_comments_pass_through_and_are_not_counted() -> None:
+    out, t = run("chat_completions", [b": OPENROUTER PROCESSING\n\n", chat_chunk("a")])
+    assert out.startswith(b": OPENROUTER PROCESSING\n\n")
+    assert t.events == 1
+
+
+def test_unterminated_final_event_is_forwarded_and_accounted() -> None:
+    out, t = run("chat_completions", [CHAT_USAGE_CHUNK[:-2]])
+    assert out == BLINDER.blind(CHAT_USAGE_CHUNK[:-2])
+    assert t.usage == Usage(30, 7, 10, 0)
+
+
+def test_unterminated_usage_only_chunk_is_dropped_when_forced() -> None:
+    out, _ = run("chat_completions", [CHAT_USAGE_CHUNK[:-1]], drop=True)
+    assert out == b""
+
+
+def test_malformed_json_with_usage_is_forwarded_untouched() -> None:
+    bad = b'data: {"usage": {"prompt_tokens": 3, \n\n'
+    out, t = run("chat_completions", [bad])
+    assert out == bad
+    assert t.usage == Usage()
+
+
+def test_error_event_is_detected() -> None:
+    error = sse(
+        {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}, "error"
+    )
+    _, t = run("messages", [MESSAGES_STREAM[:200], MESSAGES_STREAM[200:], error])
+    assert t.saw_error_event
+
+
+def test_responses_failed_event_is_an_error() -> None:
+    failed = sse(
+        {"type": "response.failed", "response": response_object("failed", None)}, "response.failed"
+    )
+    _, t = run("responses", [failed])
+    assert t.saw_error_event
+
+
+def test_responses_error_event_without_event_line_is_detected() -> None:
+    _, t = run("responses", [sse({"type": "error", "code": "server_error", "message": "x"})])
+    assert t.saw_error_event
+
+
+def test_chat_chunk_with_an_error_member_is_an_error() -> None:
+    _, t = run("chat_completions", [chat_chunk("a"), sse({"error": {"message": "boom"}})])
+    assert t.saw_error_event
+
+
+def test_clean_streams_have_no_error() -> None:
+    for kind, stream in (
+        ("chat_completions", CHAT_STREAM),
+        ("messages", MESSAGES_STREAM),
+        ("responses", RESPONSES_STREAM),
+    ):
+        assert not run(kind, [stream])[1].saw_error_event
+
+
+def test_content_that_mentions_error_is_not_an_error() -> None:
+    _, t = run("chat_completions", [chat_chunk('{"error": "not really"}')])
+    assert not t.saw_error_event
+
+
+def test_empty_stream() -> None:
+    out, t = run("chat_completions", [b""])
+    assert (out, t.events, t.usage, t.saw_error_event) == (b"", 0, Usage(), False)
+
+
+# --- fuzzing -----------------------------------------------------------------
+
+STREAMS = {
+    "chat_completions": CHAT_STREAM,
+    "messages": MESSAGES_STREAM,
+    "responses": RESPONSES_STREAM,
+}
+
+
+@st.composite
+def chunked_streams(draw: st.DrawFn) -> tuple[str, bytes, list[bytes], bool]:
+    kind = draw(st.sampled_from(sorted(STREAMS)))
+    stream = STREAMS[kind]
+    if draw(st.booleans()):
+        stream = stream.replace(b"\n", b"\r\n")
+    if draw(st.booleans()):
+        stream = b": keep-alive\n\n" + stream
+    cuts = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=25)))
+    chunks, start = [], 0
+    for cut in cuts:
+        chunks.append(stream[start:cut])
+        start = cut
+    chunks.append(stream[start:])
+    return kind, stream, chunks, draw(st.booleans())
+
+
+@given(chunked_streams())
+def test_any_chunking_gives_the_same_bytes_and_usage(
+    case: tuple[str, bytes, list[bytes], bool],
+) -> None:
+    kind, stream, chunks, drop = case
+    whole_out, whole = run(kind, [stream], drop=drop)
+    out, split = run(kind, chunks, drop=drop)
+    assert out == whole_out
+    assert (split.usage, split.events, split.saw_error_event) == (
+        whole.usage,
+        whole.events,
+        whole.saw_error_event,
+    )
+    assert INTERNAL.encode() not in out
+
+
+@given(chunked_streams())
+def test_never_holds_more_than_one_partial_event(
+    case: tuple[str, bytes, list[bytes], bool],
+) -> None:
+    kind, stream, chunks, drop = case
+    t = StreamTransformer(kind, BLINDER, drop_usage_chunk=drop)
+    longest_event = max(len(e) for e in re.split(rb"\r\n\r\n|\n\n", stream)) + 4
+    for chunk in chunks:
+        t.feed(chunk)
+        assert t.pending <= longest_event
+    t.finish()
+    assert t.pending == 0

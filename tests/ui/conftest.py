@@ -1,0 +1,140 @@
+"""Fixtures for the browser tests: the real admin app in-process, a mock upstream,
+and headless Debian Chromium driven by Playwright's async API.
+
+Playwright is used only as a driver: its browser downloads are never used, the
+system ``chromium`` package is launched by path. Without Chromium the tests skip
+locally, and fail under CI (``CI`` set) or with ``ABGATE_UI_TESTS=require``, so a
+CI machine without a browser cannot pass silently.
+
+``ABGATE_UI_SCREENS_DIR``, when set, receives one screenshot per page (for review).
+A failing test leaves a screenshot in ``tests/ui/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from playwright.async_api import Browser, Page, async_playwright
+from ui_support import ADMIN_TOKEN
+
+from abgate.config import Settings
+from abgate.mock_upstream import MockServer, start_mock
+from admin.app import create_app
+
+CHROMIUM = os.environ.get("ABGATE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def _skip_or_fail(reason: str) -> None:
+    """Skip locally; fail where the browser tests are required (CI)."""
+    if os.environ.get("CI") or os.environ.get("ABGATE_UI_TESTS") == "require":
+        pytest.fail(f"browser tests are required here but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    report = yield
+    if report.when == "call":
+        item.stash[_FAILED] = report.failed
+    return report
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture
+def ui_settings(settings: Settings) -> Settings:
+    """The ``settings`` fixture's values plus a bootstrap admin token, read from env."""
+    keys = ",".join(
+        f"{k.kid}:{base64.b64encode(k.key).decode()}" for k in settings.encryption_keys
+    )
+    env = {
+        "ABGATE_DATABASE_URL": settings.database_url or "",
+        "ABGATE_REDIS_URL": settings.redis_url or "",
+        "ABGATE_REDIS_NAMESPACE": settings.redis_namespace,
+        "ABGATE_ENCRYPTION_KEYS": keys,
+        "ABGATE_ALLOW_INSECURE_UPSTREAM": "1" if settings.allow_insecure_upstream else "0",
+        "ABGATE_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+async def admin_url(ui_settings: Settings) -> AsyncIterator[str]:
+    """The real admin app on an ephemeral loopback port."""
+    runner = web.AppRunner(create_app(ui_settings), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def mock_upstream() -> AsyncIterator[MockServer]:
+    server = await start_mock()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        _skip_or_fail(f"there is no Chromium at {CHROMIUM} (apt-get install chromium)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
+    """A fresh browser context (so a fresh sessionStorage) and page.
+
+    Uncaught script errors fail the test; a failed test leaves a screenshot.
+    """
+    context = await browser.new_context(viewport={"width": 1280, "height": 900},
+                                        accept_downloads=True)
+    context.set_default_timeout(10_000)
+    page = await context.new_page()
+    script_errors: list[str] = []
+    page.on("pageerror", lambda exc: script_errors.append(str(exc)))
+    try:
+        yield page
+        if request.node.stash.get(_FAILED, False):
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"),
+                                  full_page=True)
+        assert not script_errors, f"uncaught script errors in the page: {script_errors}"
+    finally:
+        await context.close()

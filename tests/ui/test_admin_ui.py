@@ -1,0 +1,532 @@
+"""The admin web UI in headless Chromium against the real admin app.
+
+Each test drives the page the way an operator would (labels, buttons, dialogs)
+and checks what the page shows, and where it matters what the server stored.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from playwright.async_api import Page, expect
+from ui_support import (
+    ADMIN_TOKEN,
+    API_KEY,
+    AdminApi,
+    add_variant,
+    create_experiment,
+    flash,
+    hot_swap,
+    insert_requests,
+    lifecycle,
+    lifecycle_button,
+    open_experiment,
+    open_hot_swap,
+    screen,
+    sign_in,
+    upstream,
+    variant_card,
+)
+
+from abgate.mock_upstream import MockServer
+from abgate.upstream import UpstreamError, parse_upstream
+
+
+def public_id() -> str:
+    return f"partner/preview-{uuid.uuid4().hex[:8]}"
+
+
+# -- signing in ------------------------------------------------------------------------
+
+
+async def test_token_is_asked_once_per_browser_session(page: Page, admin_url: str) -> None:
+    await page.goto(f"{admin_url}/")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await screen(page, "01-sign-in")
+    await sign_in(page, admin_url)
+
+    await page.reload()
+    await expect(page.get_by_role("heading", name="Experiments", level=1)).to_be_visible()
+    await expect(page.get_by_label("Admin token")).to_have_count(0)
+    stored = await page.evaluate("sessionStorage.getItem('abgate.adminToken')")
+    assert stored == ADMIN_TOKEN
+    assert await page.evaluate("localStorage.length") == 0
+
+
+async def test_a_new_browser_session_asks_for_the_token_again(
+    page: Page, admin_url: str
+) -> None:
+    await sign_in(page, admin_url)
+    other = await page.context.browser.new_context()  # type: ignore[union-attr]
+    try:
+        fresh = await other.new_page()
+        await fresh.goto(f"{admin_url}/")
+        await expect(fresh.get_by_label("Admin token")).to_be_visible()
+    finally:
+        await other.close()
+
+
+async def test_a_refused_token_is_reported_and_not_kept(page: Page, admin_url: str) -> None:
+    await page.goto(f"{admin_url}/")
+    await page.get_by_label("Admin token").fill("abg_not-a-valid-token")
+    await page.get_by_role("button", name="Sign in").click()
+
+    await expect(page.get_by_role("alert")).to_contain_text("that token was refused")
+    assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def test_sign_out_forgets_the_token(page: Page, admin_url: str) -> None:
+    await sign_in(page, admin_url)
+    await page.get_by_role("button", name="Sign out").click()
+
+    await expect(page.get_by_label("Admin token")).to_be_visible()
+    assert await page.evaluate("sessionStorage.length") == 0
+
+
+# -- experiment list ---------------------------------------------------------------------
+
+
+async def test_creating_an_experiment_opens_it_as_a_draft(page: Page, admin_url: str) -> None:
+    await sign_in(page, admin_url)
+    await page.get_by_role("button", name="New experiment").click()
+    await screen(page, "03-create-dialog")
+    await page.get_by_role("button", name="Cancel").click()
+
+    experiment_id = await create_experiment(page, "partner/preview-create", "Create me",
+                                            "checks the dialog")
+
+    await expect(page.locator(".subtitle .badge-draft")).to_have_text("draft")
+    await page.get_by_role("link", name="Experiments").first.click()
+    row = page.locator("#experiments tbody tr", has_text="Create me")
+    await expect(row).to_contain_text("partner/preview-create")
+    await expect(row).to_contain_text("draft")
+    await expect(row.get_by_role("link", name="Create me")).to_have_attribute(
+        "href", f"#/experiments/{experiment_id}")
+
+
+async def test_create_dialog_shows_the_server_error_inline(page: Page, admin_url: str) -> None:
+    await sign_in(page, admin_url)
+    await page.get_by_role("button", name="New experiment").click()
+    dialog = page.get_by_role("dialog", name="New experiment")
+    await dialog.get_by_label("Public model id").fill("has spaces in it")
+    await dialog.get_by_label("Name", exact=True).fill("Bad id")
+    await dialog.get_by_role("button", name="Create experiment").click()
+
+    await expect(dialog.get_by_role("alert")).to_contain_text(
+        "BAD_REQUEST: public_model_id must be 1-200 characters")
+    await expect(dialog).to_be_visible()
+
+
+async def test_archive_filter_shows_unarchived_archived_or_all(
+    page: Page, admin_url: str
+) -> None:
+    api = AdminApi(admin_url)
+    await api.experiment(public_id(), "Visible draft")
+    archived = await api.experiment(public_id(), "Old draft")
+    await api.call("POST", f"/api/experiments/{archived['id']}/archive", {"archived": True})
+    await sign_in(page, admin_url)
+    table = page.locator("#experiments")
+
+    await expect(table).to_contain_text("Visible draft")
+    await expect(table).not_to_contain_text("Old draft")
+    await screen(page, "02-experiment-list")
+
+    await page.get_by_label("Show").select_option("true")
+    await expect(table).to_contain_text("Old draft")
+    await expect(table).not_to_contain_text("Visible draft")
+    await expect(table.locator(".badge-archived")).to_have_count(1)
+
+    await page.get_by_label("Show").select_option("all")
+    await expect(table.locator("tbody tr")).to_have_count(2)
+
+
+# -- detail: details, variants, versions ----------------------------------------------------
+
+
+async def test_public_model_id_is_editable_only_while_draft(
+    page: Page, admin_url: str, mock_upstream: MockServer
+) -> None:
+    api = AdminApi(admin_url)
+    exp = await api.ready_experiment(mock_upstream.url)
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"])
+    field = page.get_by_label("Public model id")
+    await expect(field).to_be_enabled()
+    await field.fill("partner/preview-renamed")
+    await page.get_by_role("button", name="Save details").click()
+    await expect(flash(page)).to_have_text("Details saved.")
+    await expect(page.locator(".public-id")).to_have_text("partner/preview-renamed")
+
+    await lifecycle(page, "Activate")
+    await expect(page.locator(".subtitle .badge-active")).to_be_visible()
+    await expect(page.get_by_label("Public model id")).to_be_disabled()
+    await expect(page.get_by_text("the public model id can be changed only while draft")).to_be_visible()
+
+
+async def test_variants_show_weight_and_share(page: Page, admin_url: str) -> None:
+    await sign_in(page, admin_url)
+    await create_experiment(page, public_id(), "Shares")
+    await add_variant(page, "control", 1)
+    await add_variant(page, "candidate", 3)
+
+    await expect(variant_card(page, "control")).to_contain_text("weight 1 · share 25%")
+    await expect(variant_card(page, "candidate")).to_contain_text("weight 3 · share 75%")
+    await expect(variant_card(page, "control")).to_contain_text("No current version")
+
+
+async def test_duplicate_variant_label_shows_the_conflict_inline(
+    page: Page, admin_url: str
+) -> None:
+    await sign_in(page, admin_url)
+    await create_experiment(page, public_id(), "Duplicates")
+    await add_variant(page, "A", 1)
+    form = page.get_by_role("form", name="Add a variant")
+    await form.get_by_label("Label").fill("A")
+    await form.get_by_role("button", name="Add variant").click()
+
+    await expect(form.get_by_role("alert")).to_have_text(
+        "CONFLICT: this experiment already has a variant labelled 'A'")
+
+
+async def test_renaming_a_variant_keeps_its_versions(
+    page: Page, admin_url: str, mock_upstream: MockServer
+) -> None:
+    exp = await AdminApi(admin_url).ready_experiment(mock_upstream.url)
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"])
+    card = variant_card(page, "A")
+    await card.get_by_label("Label").fill("control")
+    await card.get_by_role("button", name="Rename").click()
+
+    renamed = variant_card(page, "control")
+    await expect(renamed).to_contain_text("ckpt-a")
+    await expect(variant_card(page, "A")).to_have_count(0)
+
+
+async def test_hot_swap_creates_a_version_and_keeps_the_history(
+    page: Page, admin_url: str, mock_upstream: MockServer, db: asyncpg.Connection
+) -> None:
+    exp = await AdminApi(admin_url).ready_experiment(mock_upstream.url)
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"])
+
+    await hot_swap(page, "A", upstream(mock_upstream.url, "ckpt-a2"), api_key=None)
+
+    card = variant_card(page, "A")
+    await expect(flash(page)).to_contain_text('created for "A"')
+    await expect(card.locator(".facts").first).to_contain_text("ckpt-a2")
+    await card.get_by_text("Version history (2)").click()
+    history = card.locator(".history tbody tr")
+    await expect(history).to_have_count(2)
+    await expect(history.first).to_contain_text("current")
+    await expect(history.nth(1)).to_contain_text("ckpt-a")
+    await screen(page, "04-experiment-detail")
+    kept = await db.fetchval(
+        "SELECT count(DISTINCT encrypted_api_key) FROM model_experiment_variant_version v "
+        "JOIN model_experiment_variant va ON va.id = v.variant_id WHERE va.label = 'A'")
+    assert kept == 1  # the second version kept the first one's key
+
+
+async def test_first_version_requires_an_api_key(page: Page, admin_url: str) -> None:
+    await sign_in(page, admin_url)
+    await create_experiment(page, public_id(), "Keys")
+    await add_variant(page, "A", 1)
+    dialog = await open_hot_swap(page, "A")
+
+    key = dialog.get_by_label("API key (required for the first version)")
+    await expect(key).to_have_attribute("type", "password")
+    await expect(key).to_have_attribute("required", "")
+
+
+async def test_upstream_editor_rejects_unknown_fields_before_sending(
+    page: Page, admin_url: str, mock_upstream: MockServer, db: asyncpg.Connection
+) -> None:
+    await sign_in(page, admin_url)
+    await create_experiment(page, public_id(), "Strict upstream")
+    await add_variant(page, "A", 1)
+    dialog = await open_hot_swap(page, "A")
+    bad = upstream(mock_upstream.url, "ckpt") | {"api_key": "sk-in-the-wrong-place"}
+    await dialog.get_by_label("Upstream (JSON)").fill(orjson.dumps(bad).decode())
+    await dialog.get_by_label(re.compile("API key")).fill(API_KEY)
+
+    problems = dialog.get_by_role("list", name="Upstream errors")
+    await expect(problems).to_contain_text("upstream.api_key: unknown field")
+    await expect(dialog.get_by_label("Upstream (JSON)")).to_have_attribute("aria-invalid", "true")
+    await screen(page, "05-hot-swap-dialog-invalid")
+    await dialog.get_by_role("button", name="Create version").click()
+
+    await expect(dialog.get_by_role("alert")).to_contain_text("fix the upstream errors")
+    assert await db.fetchval("SELECT count(*) FROM model_experiment_variant_version") == 0
+
+
+async def test_upstream_editor_warns_about_plain_http(
+    page: Page, admin_url: str
+) -> None:
+    await sign_in(page, admin_url)
+    await create_experiment(page, public_id(), "Plain http")
+    await add_variant(page, "A", 1)
+    dialog = await open_hot_swap(page, "A")
+    await dialog.get_by_label("Upstream (JSON)").fill(
+        orjson.dumps(upstream("http://partner.example/v1", "ckpt")).decode())
+
+    await expect(dialog.get_by_role("list", name="Upstream warnings")).to_contain_text(
+        "http:// is refused unless the server sets ABGATE_ALLOW_INSECURE_UPSTREAM")
+    await expect(dialog.get_by_text("Upstream looks valid.")).to_be_visible()
+
+
+async def test_server_refusal_of_a_hot_swap_is_shown_in_the_dialog(
+    page: Page, admin_url: str, mock_upstream: MockServer
+) -> None:
+    api = AdminApi(admin_url)
+    exp = await api.ready_experiment(mock_upstream.url)
+    await api.call("POST", f"/api/experiments/{exp['id']}/activate")
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"])
+    dialog = await open_hot_swap(page, "A")
+    await dialog.get_by_label("Upstream (JSON)").fill(orjson.dumps(
+        upstream(mock_upstream.url, "ckpt-a2", api_kind="messages")).decode())
+
+    # The client already knows a live experiment must keep its api_kind.
+    await expect(dialog.get_by_role("list", name="Upstream errors")).to_contain_text(
+        "upstream.api_kind: must stay chat_completions")
+
+
+async def test_rotate_key_reports_configured_and_never_shows_the_key(
+    page: Page, admin_url: str, mock_upstream: MockServer
+) -> None:
+    exp = await AdminApi(admin_url).ready_experiment(mock_upstream.url)
+    secret = "sk-rotated-" + uuid.uuid4().hex
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"])
+    card = variant_card(page, "B")
+    await card.get_by_role("button", name="Rotate key…").click()
+    dialog = page.get_by_role("dialog", name='Rotate the API key of "B"')
+    await dialog.get_by_label("New API key").fill(secret)
+    await dialog.get_by_role("button", name="Rotate key").click()
+
+    await expect(flash(page)).to_contain_text('Key rotated for "B"')
+    await expect(card.locator(".key-state")).to_contain_text("configured")
+    await expect(card.get_by_text("Version history (2)")).to_be_visible()
+    html = await page.content()
+    values = await page.evaluate(
+        "[...document.querySelectorAll('input, textarea')].map((e) => e.value).join('\\n')")
+    storage = await page.evaluate("JSON.stringify({...sessionStorage, ...localStorage})")
+    for text in (html, values, storage):
+        assert secret not in text
+        assert API_KEY not in text
+
+
+# -- lifecycle -----------------------------------------------------------------------------
+
+
+async def _button_states(page: Page) -> dict[str, bool]:
+    names = ["Activate", "Resume", "Pause", "Complete", "Archive", "Unarchive", "Delete"]
+    return {name: await lifecycle_button(page, name).is_enabled() for name in names}
+
+
+async def test_lifecycle_buttons_follow_the_contract(
+    page: Page, admin_url: str, mock_upstream: MockServer
+) -> None:
+    api = AdminApi(admin_url)
+    exp = await api.experiment(public_id(), "Rules")
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"])
+
+    await expect(page.locator("#activation-hint")).to_contain_text(
+        "activation needs at least 2 variants (it has 0)")
+    assert await _button_states(page) == {
+        "Activate": False, "Resume": False, "Pause": False, "Complete": False,
+        "Archive": True, "Unarchive": False, "Delete": True,
+    }
+
+    await api.variant(exp["id"], "A", 1, upstream(mock_upstream.url, "ckpt-a"))
+    await api.variant(exp["id"], "B", 1)
+    await page.reload()
+    await expect(page.locator("#activation-hint")).to_contain_text("missing: B")
+    assert not await lifecycle_button(page, "Activate").is_enabled()
+
+    await hot_swap(page, "B", upstream(mock_upstream.url, "ckpt-b"), api_key=API_KEY)
+    await expect(lifecycle_button(page, "Activate")).to_be_enabled()
+    await lifecycle(page, "Activate")
+    await expect(page.locator(".subtitle .badge-active")).to_be_visible()
+    assert await _button_states(page) == {
+        "Activate": False, "Resume": False, "Pause": True, "Complete": True,
+        "Archive": False, "Unarchive": False, "Delete": False,
+    }
+    await expect(page.get_by_role("button", name="Add variant")).to_be_disabled()
+    await expect(variant_card(page, "A").get_by_role("button", name="Remove variant")).to_be_disabled()
+
+    await lifecycle(page, "Pause")
+    await expect(page.locator(".subtitle .badge-paused")).to_be_visible()
+    assert await _button_states(page) == {
+        "Activate": False, "Resume": True, "Pause": False, "Complete": True,
+        "Archive": True, "Unarchive": False, "Delete": False,
+    }
+
+    page.once("dialog", lambda d: d.accept())
+    await lifecycle(page, "Complete")
+    await expect(page.locator(".subtitle .badge-completed")).to_be_visible()
+    assert await _button_states(page) == {
+        "Activate": False, "Resume": False, "Pause": False, "Complete": False,
+        "Archive": True, "Unarchive": False, "Delete": False,
+    }
+    await expect(variant_card(page, "A").get_by_role("button", name="Hot-swap…")).to_be_disabled()
+    await expect(variant_card(page, "A").get_by_role("button", name="Rename")).to_be_disabled()
+
+
+async def test_archive_then_unarchive(page: Page, admin_url: str) -> None:
+    exp = await AdminApi(admin_url).experiment(public_id(), "Shelf")
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"])
+
+    await lifecycle(page, "Archive")
+    await expect(page.locator(".subtitle .badge-archived")).to_be_visible()
+    await expect(page.locator("#activation-hint")).to_contain_text("unarchive it first")
+    await lifecycle(page, "Unarchive")
+    await expect(page.locator(".subtitle .badge-archived")).to_have_count(0)
+
+
+async def test_deleting_a_draft_returns_to_the_list(
+    page: Page, admin_url: str, db: asyncpg.Connection
+) -> None:
+    exp = await AdminApi(admin_url).experiment(public_id(), "Short-lived")
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"])
+    page.once("dialog", lambda d: d.accept())
+    await lifecycle(page, "Delete")
+
+    await expect(page.get_by_role("heading", name="Experiments", level=1)).to_be_visible()
+    assert await db.fetchval("SELECT count(*) FROM model_experiment") == 0
+
+
+async def test_lifecycle_refusal_from_the_server_is_shown_inline(
+    page: Page, admin_url: str, mock_upstream: MockServer
+) -> None:
+    api = AdminApi(admin_url)
+    shared = public_id()
+    live = await api.ready_experiment(mock_upstream.url, "Live one")
+    await api.call("PATCH", f"/api/experiments/{live['id']}", {"public_model_id": shared})
+    await api.call("POST", f"/api/experiments/{live['id']}/activate")
+    second = await api.ready_experiment(mock_upstream.url, "Second one")
+    await api.call("PATCH", f"/api/experiments/{second['id']}", {"public_model_id": shared})
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, second["id"])
+
+    await lifecycle(page, "Activate")
+
+    await expect(page.locator("#lifecycle-error")).to_contain_text(
+        "CONFLICT: another experiment on")
+    await expect(page.locator(".subtitle .badge-draft")).to_be_visible()
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+async def test_audit_log_lists_each_mutation_newest_first(
+    page: Page, admin_url: str, mock_upstream: MockServer
+) -> None:
+    exp = await AdminApi(admin_url).ready_experiment(mock_upstream.url)
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"], "audit")
+
+    rows = page.locator("#audit-table tbody tr")
+    await expect(rows).to_have_count(5)
+    actions = [await rows.nth(i).locator("td").nth(2).inner_text() for i in range(5)]
+    assert actions == ["version.create", "variant.create", "version.create", "variant.create",
+                       "experiment.create"]
+    await expect(rows.first).to_contain_text("bootstrap")
+    await rows.first.get_by_text("Show change").click()
+    await expect(rows.first.locator("pre")).to_contain_text('"api_key_configured": true')
+    await screen(page, "08-audit-log")
+    assert API_KEY not in await page.content()
+
+
+# -- the upstream validator ------------------------------------------------------------------
+
+VALIDATOR_CASES: list[Any] = [
+    {"internal_id": "m", "base_url": "https://partner.example/v1", "api_kind": "responses"},
+    {"internal_id": "m", "base_url": "http://127.0.0.1:9/v1", "api_kind": "messages",
+     "extra_body": {"temperature": 0}, "remove_from_body": ["metadata"], "timeout_s": 30},
+    {"internal_id": "m", "base_url": "https://partner.example/v1", "api_kind": "completions"},
+    {"internal_id": "m", "base_url": "https://partner.example/v1/chat/completions",
+     "api_kind": "chat_completions"},
+    {"internal_id": "m", "base_url": "https://user:pw@partner.example/v1",
+     "api_kind": "chat_completions"},
+    {"internal_id": "m", "base_url": "https://169.254.169.254/v1", "api_kind": "chat_completions"},
+    {"internal_id": "m", "base_url": "https://metadata.google.internal/",
+     "api_kind": "chat_completions"},
+    {"internal_id": "m", "base_url": "https://partner.example/v1?x=1",
+     "api_kind": "chat_completions"},
+    {"internal_id": "m", "base_url": "ftp://partner.example/", "api_kind": "chat_completions"},
+    {"internal_id": "", "base_url": "https://partner.example/", "api_kind": "chat_completions"},
+    {"internal_id": " m", "base_url": "https://partner.example/", "api_kind": "chat_completions"},
+    {"base_url": "https://partner.example/", "api_kind": "chat_completions"},
+    {"internal_id": "m", "base_url": "https://partner.example/", "api_kind": "chat_completions",
+     "extra_headers": {"x": "y"}},
+    {"internal_id": "m", "base_url": "https://partner.example/", "api_kind": "chat_completions",
+     "extra_body": []},
+    {"internal_id": "m", "base_url": "https://partner.example/", "api_kind": "chat_completions",
+     "extra_body": {"model": "x"}},
+    {"internal_id": "m", "base_url": "https://partner.example/", "api_kind": "chat_completions",
+     "extra_body": {"Api-Key": "x"}},
+    {"internal_id": "m", "base_url": "https://partner.example/", "api_kind": "chat_completions",
+     "remove_from_body": ["messages"]},
+    {"internal_id": "m", "base_url": "https://partner.example/", "api_kind": "chat_completions",
+     "remove_from_body": "metadata"},
+    {"internal_id": "m", "base_url": "https://partner.example/", "api_kind": "chat_completions",
+     "timeout_s": 0},
+    {"internal_id": "m", "base_url": "https://partner.example/", "api_kind": "chat_completions",
+     "timeout_s": "30"},
+    {"internal_id": "m", "base_url": "https://partner.example/", "api_kind": "chat_completions",
+     "timeout_s": None, "extra_body": None},
+    ["not", "an", "object"],
+]
+
+
+def _server_accepts(value: Any) -> bool:
+    try:
+        parse_upstream(value, allow_insecure=True)
+    except UpstreamError:
+        return False
+    return True
+
+
+async def test_client_upstream_validation_agrees_with_the_server(
+    page: Page, admin_url: str
+) -> None:
+    await page.goto(f"{admin_url}/ui/")
+    verdicts = await page.evaluate(
+        """async (cases) => {
+            const { validateUpstream } = await import("./upstream.js");
+            return cases.map((c) => validateUpstream(c).errors.length === 0);
+        }""",
+        VALIDATOR_CASES,
+    )
+    expected = [_server_accepts(case) for case in VALIDATOR_CASES]
+    disagreements = [case for case, got, want in zip(VALIDATOR_CASES, verdicts, expected,
+                                                     strict=True) if got != want]
+    assert disagreements == []
+    assert any(expected) and not all(expected)
+
+
+@pytest.mark.parametrize("path", ["/", "/ui"])
+async def test_the_ui_is_served_at_the_root(page: Page, admin_url: str, path: str) -> None:
+    await page.goto(f"{admin_url}{path}")
+    await expect(page).to_have_url(f"{admin_url}/ui/")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+async def test_a_revoked_session_token_returns_to_sign_in(
+    page: Page, admin_url: str
+) -> None:
+    await sign_in(page, admin_url)
+    await page.evaluate("sessionStorage.setItem('abgate.adminToken', 'abg_revoked')")
+    await page.reload()
+
+    await expect(page.get_by_text("Your token is no longer accepted")).to_be_visible()
+    assert await page.evaluate("sessionStorage.length") == 0
