@@ -14,7 +14,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 
 import asyncpg
@@ -69,10 +68,12 @@ class MigrationStatus:
 
 
 def _default_dir() -> Path:
-    repo_sql = Path(__file__).resolve().parent.parent / "sql"
-    if repo_sql.is_dir():
-        return repo_sql
-    return Path(str(resources.files("abgate.sql")))
+    """``sql/`` of a checkout, else the copy installed as package data (``abgate/sql``)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "sql", here / "sql"):
+        if candidate.is_dir() and any(candidate.glob("*.sql")):
+            return candidate
+    raise MigrationError("migration files not found (expected sql/*.sql)")
 
 
 def load_migrations(directory: Path | None = None) -> list[Migration]:
@@ -88,6 +89,8 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
         if names.setdefault(version, name) != name:
             raise MigrationError(f"migration {version:04d} has two names")
         halves.setdefault(version, {})[direction] = path.read_text(encoding="utf-8")
+    if not halves:
+        raise MigrationError(f"no migration files in {directory}")
     migrations = []
     for version in sorted(halves):
         pair = halves[version]

@@ -56,7 +56,7 @@ async def _metrics_middleware(request: web.Request, handler: Handler) -> web.Str
     return response
 
 
-def _register_routes(app: web.Application) -> None:
+def _register_routes(app: web.Application, static_dir: Path | None) -> None:
     for name in ROUTE_MODULES:
         importlib.import_module(name).register_routes(app)
     for name in OPTIONAL_ROUTE_MODULES:
@@ -67,26 +67,35 @@ def _register_routes(app: web.Application) -> None:
                 raise
             continue
         module.register_routes(app)
-    if STATIC_DIR.is_dir():
-        app.router.add_get("/", _to_ui)
-        app.router.add_get("/ui", _to_ui)
-        app.router.add_get("/ui/", _ui_index)
-        app.router.add_static("/ui/", STATIC_DIR, show_index=False)
+    if static_dir is not None and static_dir.is_dir():
+        _register_ui(app, static_dir)
 
 
-async def _to_ui(_: web.Request) -> web.StreamResponse:
-    raise web.HTTPFound("/ui/")
+def _register_ui(app: web.Application, static_dir: Path) -> None:
+    """The UI's static files at /ui/ (index.html for /ui/), and / redirecting there."""
+    root = static_dir.resolve()
+
+    async def to_ui(_: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/ui/")
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["path"] or "index.html"
+        target = (root / name).resolve()
+        # A missing file or a path escaping the directory is a 404 in the error shape.
+        if not target.is_relative_to(root) or not target.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(target)
+
+    app.router.add_get("/", to_ui)
+    app.router.add_get("/ui", to_ui)
+    app.router.add_get("/ui/{path:.*}", serve)
 
 
-async def _ui_index(_: web.Request) -> web.StreamResponse:
-    index = STATIC_DIR / "index.html"
-    if not index.is_file():
-        raise web.HTTPNotFound()
-    return web.FileResponse(index)
+def create_app(settings: Settings, *, static_dir: Path | None = STATIC_DIR) -> web.Application:
+    """The admin app; its database pool and Redis client open on startup.
 
-
-def create_app(settings: Settings) -> web.Application:
-    """The admin app; its database pool and Redis client open on startup."""
+    ``static_dir`` holds the web UI (served at /ui/ when the directory exists).
+    """
     if settings.database_url is None:
         raise ValueError("the admin app needs settings.database_url")
     app = web.Application(
@@ -98,7 +107,7 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app.cleanup_ctx.append(_resources(settings))
-    _register_routes(app)
+    _register_routes(app, static_dir)
     return app
 
 

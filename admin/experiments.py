@@ -61,11 +61,7 @@ async def create_experiment(request: web.Request) -> web.Response:
 
 async def get_experiment(request: web.Request) -> web.Response:
     experiment_id = parse_experiment_id(request.match_info["id"])
-    async with context(request).pool.acquire() as conn, conn.transaction(
-        isolation="repeatable_read", readonly=True
-    ):
-        row = await store.fetch_experiment(conn, experiment_id)
-        detail = await store.experiment_detail(conn, row)
+    detail = await store.experiment_detail(context(request).pool, experiment_id)
     return json_response(detail)
 
 
@@ -99,7 +95,7 @@ async def delete_experiment(request: web.Request) -> web.Response:
     async with context(request).pool.acquire() as conn, conn.transaction():
         row = await store.lock_experiment(conn, experiment_id)
         ensure_draft(row["status"], "an experiment can be deleted")
-        before = await store.experiment_detail(conn, row)
+        before = await store.experiment_detail(conn, experiment_id)
         await store.delete_experiment(conn, experiment_id)
         await record(conn, actor=who, action="experiment.delete", experiment_id=experiment_id,
                      before=before)

@@ -25,7 +25,6 @@ __all__ = [
     "delete_variant",
     "experiment_detail",
     "experiment_json",
-    "fetch_experiment",
     "insert_experiment",
     "insert_variant",
     "insert_version",
@@ -111,15 +110,6 @@ async def transaction_now(conn: asyncpg.Connection) -> datetime:
     return now
 
 
-async def fetch_experiment(conn: asyncpg.Connection, experiment_id: uuid.UUID) -> Row:
-    row = await conn.fetchrow(
-        f"SELECT {_EXPERIMENT_COLUMNS} FROM model_experiment WHERE id = $1", experiment_id
-    )
-    if row is None:
-        raise NotFound("experiment not found")
-    return row
-
-
 async def lock_experiment(conn: asyncpg.Connection, experiment_id: uuid.UUID) -> Row:
     """Read and row-lock an experiment; every mutation starts here (serialises them)."""
     row = await conn.fetchrow(
@@ -174,29 +164,58 @@ async def delete_experiment(conn: asyncpg.Connection, experiment_id: uuid.UUID) 
     await conn.execute("DELETE FROM model_experiment WHERE id = $1", experiment_id)
 
 
-async def experiment_detail(conn: asyncpg.Connection, experiment: Mapping[str, Any]) -> Json:
+# One statement (one round trip, one consistent snapshot): the experiment joined with
+# its variants and their versions, newest version first within each variant.
+_DETAIL_SQL = f"""
+SELECT {", ".join(f"e.{c.strip()}" for c in _EXPERIMENT_COLUMNS.split(","))},
+       va.id AS va_id, va.experiment_id AS va_experiment_id, va.label AS va_label,
+       va.weight AS va_weight, va.created_at AS va_created_at,
+       v.id AS v_id, v.variant_id AS v_variant_id, v.upstream AS v_upstream,
+       v.effective_at AS v_effective_at, v.created_at AS v_created_at,
+       (v.encrypted_api_key IS NOT NULL) AS v_api_key_configured,
+       (v.effective_at <= now()) AS v_in_effect
+FROM model_experiment e
+LEFT JOIN model_experiment_variant va ON va.experiment_id = e.id
+LEFT JOIN model_experiment_variant_version v ON v.variant_id = va.id
+WHERE e.id = $1
+ORDER BY va.id, v.effective_at DESC, v.id DESC
+"""
+
+
+def _prefixed(row: Mapping[str, Any], prefix: str, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: row[prefix + name] for name in names}
+
+
+_VARIANT_FIELDS = ("id", "experiment_id", "label", "weight", "created_at")
+_VERSION_FIELDS = ("id", "variant_id", "upstream", "effective_at", "created_at",
+                   "api_key_configured", "in_effect")
+
+
+async def experiment_detail(
+    conn: asyncpg.Connection | asyncpg.Pool, experiment_id: uuid.UUID
+) -> Json:
     """Experiment JSON with ``variants``, each with ``current_version`` and ``versions``."""
-    variants = await variants_of(conn, experiment["id"])
-    versions = await conn.fetch(
-        f"SELECT {_VERSION_COLUMNS}, (v.effective_at <= now()) AS in_effect "
-        "FROM model_experiment_variant_version v "
-        "JOIN model_experiment_variant va ON va.id = v.variant_id "
-        "WHERE va.experiment_id = $1 "
-        "ORDER BY v.variant_id, v.effective_at DESC, v.id DESC",
-        experiment["id"],
-    )
-    by_variant: dict[int, list[Row]] = {}
-    for version in versions:
-        by_variant.setdefault(version["variant_id"], []).append(version)
-    total = sum(v["weight"] for v in variants)
-    out = experiment_json(experiment)
+    rows = await conn.fetch(_DETAIL_SQL, experiment_id)
+    if not rows:
+        raise NotFound("experiment not found")
+    variants: dict[int, dict[str, Any]] = {}
+    versions: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["va_id"] is None:
+            continue
+        variants.setdefault(row["va_id"], _prefixed(row, "va_", _VARIANT_FIELDS))
+        bucket = versions.setdefault(row["va_id"], [])
+        if row["v_id"] is not None:
+            bucket.append(_prefixed(row, "v_", _VERSION_FIELDS))
+    total = sum(v["weight"] for v in variants.values())
+    out = experiment_json(rows[0])
     out["variants"] = []
-    for variant in variants:
-        rows = by_variant.get(variant["id"], [])
-        current = next((r for r in rows if r["in_effect"]), None)
+    for variant_id, variant in variants.items():
+        history = versions[variant_id]
+        current = next((v for v in history if v["in_effect"]), None)
         item = variant_json(variant, total)
         item["current_version"] = version_json(current) if current is not None else None
-        item["versions"] = [version_json(r) for r in rows]
+        item["versions"] = [version_json(v) for v in history]
         out["variants"].append(item)
     return out
 

@@ -17,6 +17,7 @@ uploads and refuse large ones.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from abgate.db import create_pool
 from proxy import health, passthrough
 from proxy.config_store import ConfigStore
 from proxy.errors import PayloadTooLarge, ProxyError, Unavailable
-from proxy.experiment import ExperimentHandler, count_request, error_response
+from proxy.experiment import CLIENT_CLOSED, ExperimentHandler, count_request, error_response
 from proxy.identity import IdentityResolver
 from proxy.metrics import IN_FLIGHT
 from proxy.recorder import Recorder
@@ -133,7 +134,7 @@ class ProxyHandler:
     async def _passthrough(
         self, request: web.Request, body: bytes | None, timer: UpstreamTimer
     ) -> web.StreamResponse:
-        status = 502
+        status = 500  # an unexpected error, answered by the safety net
         try:
             response = await passthrough.forward(
                 request,
@@ -147,6 +148,9 @@ class ProxyHandler:
         except ProxyError as exc:
             status = exc.status
             return error_response(exc)
+        except (asyncio.CancelledError, ConnectionError):
+            status = CLIENT_CLOSED
+            raise
         finally:
             count_request(_PASSTHROUGH, "", "", status, timer)
 
@@ -154,21 +158,30 @@ class ProxyHandler:
 # -- application -----------------------------------------------------------------
 
 
+# Readiness fails when the spool is this full while Postgres is refusing writes:
+# rows are about to be dropped. A Postgres outage alone does not make the proxy
+# unready (every replica would leave the load balancer at once, taking the
+# passthrough traffic down with it); the spool exists to ride it out.
+_SPOOL_NEARLY_FULL = 0.9
+
+
 @dataclass
 class ProxyState:
     """Everything the running proxy holds; built on startup, closed on cleanup."""
 
+    settings: Settings
     store: ConfigStore
     recorder: Recorder
-    clients: UpstreamClients
+    spool: Spool
     handler: ProxyHandler
 
     def not_ready_reasons(self) -> list[str]:
         reasons = []
         if not self.store.ready:
             reasons.append("routing config not loaded yet")
-        if not self.recorder.healthy:
-            reasons.append("recorder cannot keep rows (database down and spool unusable)")
+        spool_full = self.spool.size_bytes >= self.settings.spool_max_bytes * _SPOOL_NEARLY_FULL
+        if not self.recorder.healthy and spool_full:
+            reasons.append("request records cannot be kept: database writes fail, spool full")
         return reasons
 
 
@@ -192,7 +205,7 @@ async def _safety_net(
         return error_response(exc)
     except web.HTTPException:
         raise
-    except (ConnectionResetError, ConnectionAbortedError):
+    except ConnectionError:
         raise  # the client went away; nothing to answer
     except Exception:
         # Method and path only: headers, query and body can carry credentials.
@@ -250,7 +263,8 @@ def _resources(
         pool = await create_pool(settings.database_url, min_size=0, max_size=10)
         redis = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
         store = ConfigStore(pool, redis, settings.redis_namespace)
-        recorder = Recorder(pool, Spool(settings.spool_dir, settings.spool_max_bytes))
+        spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+        recorder = Recorder(pool, spool)
         clients = UpstreamClients.create(allow_insecure_upstream=settings.allow_insecure_upstream)
         experiment = ExperimentHandler(
             settings=settings,
@@ -267,13 +281,14 @@ def _resources(
         try:
             await store.start()
             await recorder.start()
-            runtime.state = ProxyState(store, recorder, clients, handler)
+            runtime.state = ProxyState(settings, store, recorder, spool, handler)
             yield
         finally:
             runtime.state = None
             # Reverse order: no new config, flush every row, then close connections.
             await store.close()
             await recorder.close(timeout=max(settings.drain_s, 1.0))
+            spool.close()
             await clients.close()
             if redis is not None:
                 await redis.aclose()

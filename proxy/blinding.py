@@ -2,13 +2,15 @@
 
 :class:`Blinder` works on bytes, never on parsed JSON, so the same call handles
 a JSON body, a batch of SSE events and an HTML error page, and the hot path
-costs one compiled-regex pass plus one search.
+costs one compiled-regex pass, one ``lower()`` and a couple of ``in`` tests.
 
-1. Every ``"model": "<string>"`` member, at any depth, gets the public id as its
-   value. The pattern cannot match inside a JSON string: there every ``"`` is
-   escaped, so the closing quote of ``"model"`` would be preceded by ``\\``, not by
-   ``l``. (The one way to hit it, an object key ending in ``\\"model``, gets its
-   value rewritten, which keeps the document valid.)
+1. Every ``"model": "<string>"`` member, at any depth, becomes
+   ``"model":"<public id>"`` (whitespace inside the member is dropped: a literal
+   replacement keeps ``re.sub`` on its C fast path). The pattern cannot match
+   inside a JSON string: there every ``"`` is escaped, so the closing quote of
+   ``"model"`` would be preceded by ``\\``, not by ``l``. (The one way to hit it,
+   an object key ending in ``\\"model``, gets its value rewritten, which keeps
+   the document valid.)
 2. Then every remaining occurrence (case-insensitive) of the internal id, the
    base URL and the upstream host, raw or JSON-escaped (``\\/``, ``\\uXXXX``), is
    replaced: the id by the public id, the URL and host by ``upstream``.
@@ -37,10 +39,29 @@ __all__ = ["UPSTREAM_TOKEN", "Blinder"]
 
 UPSTREAM_TOKEN = b"upstream"
 
-_MODEL_RE = re.compile(rb'("model"\s*:\s*)"(?:[^"\\]|\\.)*"', re.DOTALL)
-# A JSON escape sequence: consumed as a unit so a needle is never matched from
-# its middle (replacing "nope" inside b"\nope" would produce an invalid escape).
-_ESCAPE = rb"\\u[0-9A-Fa-f]{4}|\\."
+_MODEL_RE = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BACKSLASH = 0x5C
+_U = 0x75
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _inside_escape(data: bytes, pos: int) -> bool:
+    """True when ``data[pos]`` belongs to a JSON escape sequence that starts before ``pos``.
+
+    Replacing from or up to such a position would cut the escape in two (the id
+    ``nope`` "found" in ``\\nope`` is really a newline followed by ``ope``).
+    """
+    i = data.rfind(b"\\", max(pos - 5, 0), pos)
+    if i < 0:
+        return False
+    run_start = i
+    while run_start > 0 and data[run_start - 1] == _BACKSLASH:
+        run_start -= 1
+    if (i - run_start) % 2:  # the second half of an escaped backslash "\\\\"
+        return False
+    if i == pos - 1:  # "\\X" with X at pos
+        return True
+    return data[i + 1] == _U and all(c in _HEX for c in data[i + 2 : pos])
 
 
 def _json_forms(text: str) -> list[bytes]:
@@ -66,12 +87,13 @@ def _specific_host(base_url: str) -> list[str]:
 class Blinder:
     """Rewrites bytes from one upstream so that only the public id shows."""
 
-    __slots__ = ("_model_repl", "_needle_re", "_replacements", "_scrub_re")
+    __slots__ = ("_model_repl", "_replacements", "_scrub_re", "_triggers")
 
     def __init__(self, public_model_id: str, internal_id: str, base_url: str) -> None:
         public_json = orjson.dumps(public_model_id)
-        # Template for re.sub: keep group 1 (the key), then the quoted public id.
-        self._model_repl = b"\\g<1>" + public_json.replace(b"\\", b"\\\\")
+        # A literal template (no group reference) keeps re.sub on its C fast path;
+        # backslashes are doubled because re.sub reads escapes in templates.
+        self._model_repl = (b'"model":' + public_json).replace(b"\\", b"\\\\")
         public_escaped = public_json[1:-1]
 
         needles: dict[bytes, bytes] = {}  # lowercased needle -> replacement
@@ -85,34 +107,47 @@ class Blinder:
                 continue
             for form in _json_forms(text):
                 needles.setdefault(form.lower(), replacement)
+        # Quick test before the scrub: a needle that contains another needle (the
+        # base URL contains the host) cannot occur without that one.
+        self._triggers = tuple(n for n in needles if not any(m != n and m in n for m in needles))
+
         protected = {form.lower() for form in _json_forms(public_model_id)}
         # Protected forms map to None: matched (so they are kept whole) but not replaced.
         self._replacements: dict[bytes, bytes | None] = {
             **{form: None for form in protected},
             **needles,
         }
-        # Longest first: re alternation takes the first alternative that matches.
+        # Searched in the lowercased data (same length, same offsets). Longest
+        # first: re alternation takes the first alternative that matches.
         literals = sorted(self._replacements, key=len, reverse=True)
-        alternation = b"|".join(re.escape(n) for n in literals)
-        needle_alternation = b"|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True))
-        self._needle_re = (
-            re.compile(needle_alternation, re.IGNORECASE) if needle_alternation else None
-        )
-        # Needles before escapes, so a needle that starts with an escape (the id
-        # "/x" as b"\\/x") still matches; an escape that no needle starts with is
-        # consumed whole, so no needle is ever matched from inside one.
-        self._scrub_re = re.compile(alternation + b"|(" + _ESCAPE + b")", re.IGNORECASE | re.DOTALL)
+        self._scrub_re = re.compile(b"|".join(re.escape(n) for n in literals))
 
     def blind(self, data: bytes) -> bytes:
         """Blind ``data`` (a JSON body, SSE events or any text). Returns new bytes."""
         data = _MODEL_RE.sub(self._model_repl, data)
-        if self._needle_re is None or self._needle_re.search(data) is None:
-            return data
-        return self._scrub_re.sub(self._replace, data)
+        if self._triggers:
+            lowered = data.lower()
+            for trigger in self._triggers:
+                if trigger in lowered:
+                    return self._scrub(data, lowered)
+        return data
 
-    def _replace(self, match: re.Match[bytes]) -> bytes:
-        text = match.group()
-        if match.group(1) is not None:  # an escape sequence: keep it whole
-            return text
-        replacement = self._replacements.get(text.lower())
-        return text if replacement is None else replacement
+    def _scrub(self, data: bytes, lowered: bytes) -> bytes:
+        """Replace the needles in ``data``; ``lowered`` is ``data.lower()``."""
+        pieces: list[bytes] = []
+        done = pos = 0
+        search = self._scrub_re.search
+        while (match := search(lowered, pos)) is not None:
+            start, end = match.span()
+            replacement = self._replacements[match.group()]
+            if replacement is None:  # the public id: keep it whole
+                pos = end
+            elif _inside_escape(lowered, start) or _inside_escape(lowered, end):
+                pos = start + 1  # not really there; a real one may overlap it
+            else:
+                pieces += (data[done:start], replacement)
+                done = pos = end
+        if not pieces:
+            return data
+        pieces.append(data[done:])
+        return b"".join(pieces)

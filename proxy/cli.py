@@ -21,11 +21,13 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import shutil
 import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Coroutine
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -119,11 +121,17 @@ async def serve(
 # -- multi-worker --------------------------------------------------------------
 
 
+def _exit_cleanly(_signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def _worker_main(host: str, port: int, ready: Any) -> None:
     """Body of one worker process (spawned: a fresh interpreter)."""
-    # Until serve() installs its handlers, a Ctrl-C must not kill a half-started
-    # worker with a traceback; the parent forwards SIGTERM in any case.
+    # Until serve() installs its handlers: a Ctrl-C must not kill a half-started
+    # worker with a traceback (the parent forwards SIGTERM), and a SIGTERM during
+    # start-up is a clean exit, not a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = Settings.from_env()
 
     def announce(_host: str, _port: int) -> None:
@@ -189,9 +197,9 @@ def _supervise(host: str, port: int, workers: int) -> int:
             proc = ctx.Process(target=_worker_main, args=(host, bound_port, ready), daemon=False)
             proc.start()
             procs.append(proc)
-        if _await_ready(ready, procs, workers):
+        if _await_ready(ready, procs, workers, lambda: stopping):
             _announce(workers)(host, bound_port)
-        else:
+        elif not stopping:
             print("abgate proxy: a worker failed to start", file=sys.stderr, flush=True)
             forward(signal.SIGTERM, None)
         return _wait_all(procs, forward, lambda: stopping)
@@ -204,15 +212,14 @@ def _supervise(host: str, port: int, workers: int) -> int:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _await_ready(ready: Any, procs: list[BaseProcess], workers: int) -> bool:
-    """True once every worker listens; False if one exits or startup times out."""
-    import queue
-    import time
-
+def _await_ready(
+    ready: Any, procs: list[BaseProcess], workers: int, stopping: Callable[[], bool]
+) -> bool:
+    """True once every worker listens; False if one exits, we are told to stop, or time runs out."""
     deadline = time.monotonic() + _STARTUP_TIMEOUT_S
     pending = workers
     while pending:
-        if any(not p.is_alive() for p in procs) or time.monotonic() > deadline:
+        if stopping() or any(not p.is_alive() for p in procs) or time.monotonic() > deadline:
             return False
         try:
             ready.get(timeout=0.1)

@@ -14,6 +14,7 @@ synchronous, so it also happens when the handler task is being cancelled.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ from proxy.usage import Usage, usage_from_body
 
 __all__ = [
     "ANTHROPIC_VERSION",
+    "CLIENT_CLOSED",
     "ExperimentHandler",
     "count_request",
     "error_response",
@@ -279,7 +281,7 @@ class ExperimentHandler:
             outcome.status, outcome.has_error = exc.status, True
             complete = True
             return error_response(exc)
-        except (asyncio.CancelledError, ConnectionResetError):
+        except (asyncio.CancelledError, ConnectionError):
             outcome.cancelled = True
             raise
         finally:
@@ -493,7 +495,13 @@ def _is_event_stream(plan: _Plan, upstream: aiohttp.ClientResponse) -> bool:
 
 
 def _blinder(plan: _Plan) -> Blinder:
-    return Blinder(plan.public_model_id, plan.upstream.internal_id, plan.upstream.base_url)
+    return _cached_blinder(plan.public_model_id, plan.upstream.internal_id, plan.upstream.base_url)
+
+
+# Blinders are immutable; building one compiles its patterns, so reuse them.
+@functools.lru_cache(maxsize=512)
+def _cached_blinder(public_model_id: str, internal_id: str, base_url: str) -> Blinder:
+    return Blinder(public_model_id, internal_id, base_url)
 
 
 def _usage_of(api_kind: str, raw: bytes) -> Usage:

@@ -7,8 +7,8 @@ id split across two chunks is still rewritten; at most one incomplete event is
 held back.
 
 Per event, JSON is parsed only when the data can matter: a non-null ``"usage"``
-(token accounting, the usage-only chat chunk) or ``"error"`` (error detection),
-found by a substring test and then one regex search.
+(token accounting, the usage-only chat chunk) or an ``"error"`` (error
+detection), found with ``bytes.find`` and one anchored regex match.
 Everything else is forwarded as its original bytes, blinded in one pass per chunk.
 
 * usage: chat takes the last chunk's ``usage``; messages takes ``message_start``'s
@@ -41,13 +41,20 @@ __all__ = ["StreamTransformer"]
 _USAGE = b'"usage"'
 _ERROR = b'"error"'
 _ERROR_EVENTS = frozenset({b"error", b"response.failed"})
-# Worth parsing: a non-null "usage" or "error" member, or an error event type.
-# (OpenAI sends "usage": null on every chunk once include_usage is on, and the
-# Responses API "error": null in every response object: those are skipped.)
-_INTERESTING_RE = re.compile(
-    rb'"(?:usage|error)"\s*:\s*[^\sn]|"type"\s*:\s*"(?:error|response\.failed)"'
-)
 _ERROR_TYPES = frozenset({"error", "response.failed"})
+# The character after ``"key"`` and its colon: tells a null value from a real one.
+_VALUE_START_RE = re.compile(rb"\s*:\s*(.)", re.DOTALL)
+
+
+def _has_non_null(data: bytes, key: bytes) -> bool:
+    """True when some ``key`` member in the JSON ``data`` has a non-null value."""
+    start = data.find(key)
+    while start >= 0:
+        match = _VALUE_START_RE.match(data, start + len(key))
+        if match is not None and match.group(1) != b"n":
+            return True
+        start = data.find(key, start + len(key))
+    return False
 
 
 class StreamTransformer:
@@ -108,9 +115,10 @@ class StreamTransformer:
         if not data:
             return True
         self.events += 1
-        if _USAGE not in data and _ERROR not in data:
-            return True
-        if _INTERESTING_RE.search(data) is None:
+        # OpenAI sends "usage": null on every chunk once include_usage is on: those
+        # are not parsed. "error" only occurs in error events and in the few
+        # Responses lifecycle events ("error": null inside the response).
+        if _ERROR not in data and not (_USAGE in data and _has_non_null(data, _USAGE)):
             return True
         try:
             payload = orjson.loads(data)

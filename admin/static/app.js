@@ -10,12 +10,14 @@ import { renderList } from "./list.js";
 
 const main = document.getElementById("main");
 const signOut = document.getElementById("sign-out");
+const mainNav = document.querySelector(".topbar nav");
 let cleanup = null;
 let renderSeq = 0;
 
 function renderLogin(message) {
   document.title = "Sign in · abgate admin";
   signOut.hidden = true;
+  mainNav.hidden = true;
   const input = h("input", {
     id: "token", name: "token", type: "password", required: true, autocomplete: "off",
     spellcheck: "false", autofocus: true,
@@ -69,6 +71,7 @@ async function route() {
     return;
   }
   signOut.hidden = false;
+  mainNav.hidden = false;
   const { parts, params } = parseHash();
   let view;
   if (parts[0] === "experiments" && parts.length === 1) {

@@ -13,13 +13,14 @@ function change(entry) {
   return h("details", {}, h("summary", {}, "Show change"), h("div", { class: "diff" }, parts));
 }
 
-function entryRow(entry) {
+function entryRow(entry, labels) {
+  const label = labels.get(String(entry.variant_id));
   const target = [
-    entry.variant_id != null ? `variant ${entry.variant_id}` : null,
+    entry.variant_id != null ? `variant ${label ? `"${label}" ` : ""}(id ${entry.variant_id})` : null,
     entry.version_id != null ? `version #${entry.version_id}` : null,
   ].filter(Boolean).join(", ");
   return h("tr", {},
-    h("td", {}, fmtTime(entry.created_at)),
+    h("td", { class: "time" }, fmtTime(entry.created_at)),
     h("td", {}, entry.actor ?? "—"),
     h("td", {}, h("code", {}, entry.action ?? "—")),
     h("td", {}, target || "experiment"),
@@ -27,6 +28,8 @@ function entryRow(entry) {
 }
 
 export function renderAudit(container, exp) {
+  // Current labels; a removed variant shows by id only.
+  const labels = new Map((Array.isArray(exp.variants) ? exp.variants : []).map((v) => [String(v.id), v.label]));
   const errors = errorBox("audit-error");
   const tbody = h("tbody", {});
   const table = h("table", { class: "table", id: "audit-table" },
@@ -47,7 +50,7 @@ export function renderAudit(container, exp) {
       const data = await api("GET", `/api/audit${query({ experiment_id: exp.id, limit: PAGE_SIZE, cursor })}`);
       if (stopped) return;
       const entries = Array.isArray(data && data.entries) ? data.entries : [];
-      tbody.append(...entries.map(entryRow));
+      tbody.append(...entries.map((entry) => entryRow(entry, labels)));
       cursor = data && data.next_cursor ? data.next_cursor : null;
       more.hidden = !cursor;
       status.textContent = tbody.children.length ? "" : "No audit entries.";

@@ -195,7 +195,7 @@ export async function renderDetail(main, { id, tab }) {
       h("dt", {}, "Timeout"), h("dd", {}, up.timeout_s !== undefined ? `${up.timeout_s} s` : "—"),
       h("dt", {}, "API key"), h("dd", { class: "key-state" },
         version.api_key_configured
-          ? ["configured", h("span", { class: "muted" }, ` (version #${version.id}, created ${fmtTime(version.created_at)})`)]
+          ? ["configured", h("span", { class: "muted" }, ` (as of version #${version.id}, ${fmtTime(version.created_at)})`)]
           : "not configured"));
   }
 
@@ -206,7 +206,7 @@ export async function renderDetail(main, { id, tab }) {
     return h("details", { class: "history" },
       h("summary", {}, `Version history (${versions.length})`),
       versions.length
-        ? h("table", { class: "table compact" },
+        ? h("div", { class: "table-scroll" }, h("table", { class: "table compact" },
           h("thead", {}, h("tr", {}, ["Version", "Effective", "Internal id", "API kind", "Base URL", "Key", "Created"]
             .map((t) => h("th", { scope: "col" }, t)))),
           h("tbody", {}, versions.map((v) => {
@@ -214,13 +214,13 @@ export async function renderDetail(main, { id, tab }) {
             return h("tr", { class: v.id === currentId ? "current" : null },
               h("td", {}, `#${v.id}`, v.id === currentId ? h("span", { class: "badge badge-current" }, "current") : null,
                 scheduled ? h("span", { class: "badge badge-scheduled" }, "scheduled") : null),
-              h("td", {}, fmtTime(v.effective_at)),
+              h("td", { class: "time" }, fmtTime(v.effective_at)),
               h("td", {}, h("code", {}, v.upstream?.internal_id ?? "—")),
               h("td", {}, v.upstream?.api_kind ?? "—"),
               h("td", {}, h("code", {}, v.upstream?.base_url ?? "—")),
               h("td", {}, v.api_key_configured ? "configured" : "—"),
-              h("td", {}, fmtTime(v.created_at)));
-          })))
+              h("td", { class: "time" }, fmtTime(v.created_at)));
+          }))))
         : h("p", { class: "muted" }, "No versions yet."));
   }
 
@@ -377,7 +377,7 @@ export async function renderDetail(main, { id, tab }) {
     const form = h("form", { class: "card", "aria-labelledby": "add-variant-title" },
       h("h3", { id: "add-variant-title" }, "Add a variant"),
       rule.allowed ? null : h("p", { class: "hint" }, rule.reason),
-      h("div", { class: "row" }, field("Label", label), field("Weight (1–10000)", weight)),
+      h("div", { class: "row" }, field("Label", label), field("Weight (1 to 10000)", weight)),
       errors.el,
       h("div", { class: "actions" }, submit));
     form.addEventListener("submit", async (event) => {

@@ -54,8 +54,8 @@ function experimentRow(exp) {
     h("td", {}, h("a", { href: `#/experiments/${encodeURIComponent(exp.id)}` }, exp.name || exp.id)),
     h("td", {}, h("code", {}, exp.public_model_id ?? "—")),
     h("td", {}, statusBadge(exp.status), " ", archivedBadge(exp.is_archived)),
-    h("td", {}, fmtTime(exp.started_at)),
-    h("td", {}, fmtTime(exp.updated_at ?? exp.created_at)));
+    h("td", { class: "time" }, fmtTime(exp.started_at)),
+    h("td", { class: "time" }, fmtTime(exp.updated_at ?? exp.created_at)));
 }
 
 export async function renderList(main, { archived }) {

@@ -73,7 +73,7 @@ function requestRow(row, index) {
   const tokensIn = pick(row, "input_tokens", "tokens.input");
   const tokensOut = pick(row, "output_tokens", "tokens.output");
   return h("tr", { dataset: { usageId: usageId ?? "" } },
-    h("td", {}, fmtTime(row.created_at)),
+    h("td", { class: "time" }, fmtTime(row.created_at)),
     h("td", {}, pick(row, "variant_label", "label") ?? meta.label ?? "—",
       h("span", { class: "muted" }, versionId !== undefined ? ` #${versionId}` : "")),
     h("td", {}, row.request_kind ?? "—"),
@@ -110,7 +110,7 @@ export function renderRequests(container, exp) {
     h("div", { class: "row wrap" },
       field("Variant", variantSel), field("Version", versionSel), field("Client request id", clientId),
       field("Request kind", kindSel), field("Outcome", outcomeSel), field("Body", bodySel),
-      field(`Per page (${LIMIT_MIN}–${LIMIT_MAX})`, limit)),
+      field(`Per page (${LIMIT_MIN} to ${LIMIT_MAX})`, limit)),
     h("div", { class: "actions" }, apply));
   const errors = errorBox("requests-error");
   const results = h("div", { id: "requests-results" });

@@ -136,31 +136,44 @@ export function renderStats(container, exp) {
   let stopped = false;
   let inFlight = false;
 
-  async function load() {
-    if (inFlight || stopped) return;
-    inFlight = true;
+  async function loadStats() {
     try {
       const stats = await api("GET", `/api/experiments/${encodeURIComponent(exp.id)}/stats`);
-      if (stopped) return;
+      if (stopped) return null;
       errors.clear();
       replaceChildren(srmSlot, srmBanner(srmOf(stats)));
       replaceChildren(tableSlot, statsTable(versionRows(stats), index));
       replaceChildren(comparisonSlot, comparisonsTable(comparisonsOf(stats)));
       updated.textContent = `Updated ${fmtClock(new Date())}`;
-      try {
-        const data = await chartBuckets(stats, exp);
-        if (!stopped) replaceChildren(chartSlot, chartTitle, charts(data, index));
-      } catch (err) {
-        if (!stopped) replaceChildren(chartSlot, chartTitle, h("p", { class: "muted" }, `Charts unavailable: ${err.message}`));
-      }
+      return stats;
     } catch (err) {
-      if (stopped) return;
+      if (stopped) return null;
       if (err instanceof ApiError && err.status === 404 && err.message === "no such route") {
         errors.show({ message: "this admin server has no stats endpoint (GET /api/experiments/{id}/stats)" });
       } else {
         errors.show(err);
       }
       updated.textContent = `Last attempt ${fmtClock(new Date())}`;
+      return null;
+    }
+  }
+
+  async function loadCharts(stats) {
+    try {
+      const data = await chartBuckets(stats, exp);
+      if (!stopped) replaceChildren(chartSlot, chartTitle, charts(data, index));
+    } catch (err) {
+      if (!stopped) {
+        replaceChildren(chartSlot, chartTitle, h("p", { class: "muted" }, `Charts unavailable: ${err.message}`));
+      }
+    }
+  }
+
+  async function load() {
+    if (inFlight || stopped) return;
+    inFlight = true;
+    try {
+      await loadCharts(await loadStats());
     } finally {
       inFlight = false;
     }

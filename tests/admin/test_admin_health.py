@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 from admin_api import Api
+from aiohttp.test_utils import TestClient, TestServer
 
+from abgate.config import Settings
 from abgate.embedded import EmbeddedServices
 from admin.app import create_app
 from admin.openapi import ERROR_CODES, document
@@ -56,8 +60,8 @@ async def test_openapi_is_served_and_is_3_1(anonymous: Api) -> None:
     assert reply.body == document()
 
 
-def test_openapi_describes_exactly_the_registered_routes(admin_settings: object) -> None:
-    app = create_app(admin_settings)  # type: ignore[arg-type]
+def test_openapi_describes_exactly_the_registered_routes(admin_settings: Settings) -> None:
+    app = create_app(admin_settings)
     registered = {
         (route.method.lower(), route.resource.canonical)
         for route in app.router.routes()
@@ -85,3 +89,54 @@ def test_every_operation_documents_its_body_and_responses() -> None:
             if method in ("post", "patch") and path.startswith("/api/") and not path.endswith(
                     ("/activate", "/pause", "/complete")):
                 assert "requestBody" in op, (method, path)
+
+
+async def test_ui_is_served_without_a_token_and_root_redirects(
+    admin_settings: Settings, tmp_path: Path
+) -> None:
+    (tmp_path / "index.html").write_text("<!doctype html><title>abgate</title>")
+    (tmp_path / "app.js").write_text("console.log('ui')")
+    client = TestClient(TestServer(create_app(admin_settings, static_dir=tmp_path)))
+    await client.start_server()
+    try:
+        root = await client.get("/", allow_redirects=False)
+        assert (root.status, root.headers["Location"]) == (302, "/ui/")
+        index = await client.get("/ui/")
+        assert index.status == 200 and "abgate" in await index.text()
+        script = await client.get("/ui/app.js")
+        assert script.status == 200
+        missing = await client.get("/ui/missing.js")
+        assert missing.status == 404
+        assert (await missing.json())["error"]["code"] == "NOT_FOUND"
+    finally:
+        await client.close()
+
+
+async def test_without_a_ui_directory_root_is_404(
+    admin_settings: Settings, tmp_path: Path
+) -> None:
+    client = TestClient(TestServer(create_app(admin_settings, static_dir=tmp_path / "none")))
+    await client.start_server()
+    try:
+        reply = await client.get("/", allow_redirects=False)
+        assert reply.status == 404
+    finally:
+        await client.close()
+
+
+async def test_ui_paths_cannot_escape_the_static_directory(
+    admin_settings: Settings, tmp_path: Path
+) -> None:
+    ui = tmp_path / "ui"
+    ui.mkdir()
+    (tmp_path / "secret.txt").write_text("outside")
+    client = TestClient(TestServer(create_app(admin_settings, static_dir=ui)))
+    await client.start_server()
+    try:
+        for path in ("/ui/../secret.txt", "/ui/%2e%2e/secret.txt", "/ui/..%2fsecret.txt"):
+            reply = await client.get(path)
+            # The client may normalise "/ui/../x" to "/x", which then needs a token.
+            assert reply.status in (401, 404), path
+            assert "outside" not in await reply.text()
+    finally:
+        await client.close()

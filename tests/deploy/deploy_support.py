@@ -22,7 +22,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-OVERLAYS = sorted(p for p in (DEPLOY / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
+OVERLAYS = sorted(
+    p for p in (DEPLOY / "overlays").iterdir() if (p / "kustomization.yaml").is_file()
+)
 
 # Environment variables that carry secrets: never a literal value in a manifest.
 SECRET_SETTINGS = frozenset(
@@ -59,7 +61,7 @@ def load_documents(path: Path) -> list[Any]:
     return copy.deepcopy(_parsed(path.resolve()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parsed(path: Path) -> list[Any]:
     with path.open(encoding="utf-8") as fh:
         return [doc for doc in yaml.load_all(fh, Loader=_Loader) if doc is not None]
@@ -121,18 +123,18 @@ def _split_image(ref: str) -> tuple[str, str | None]:
 def pod_spec(resource: Resource) -> Resource | None:
     kind = resource["kind"]
     if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"):
-        return resource["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+        return resource["spec"]["template"]["spec"]
     if kind == "CronJob":
-        return resource["spec"]["jobTemplate"]["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+        return resource["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     if kind == "Pod":
-        return resource["spec"]  # type: ignore[no-any-return]
+        return resource["spec"]
     return None
 
 
 def pod_template_metadata(resource: Resource) -> Resource:
     if resource["kind"] == "CronJob":
-        return resource["spec"]["jobTemplate"]["spec"]["template"]["metadata"]  # type: ignore[no-any-return]
-    return resource["spec"]["template"]["metadata"]  # type: ignore[no-any-return]
+        return resource["spec"]["jobTemplate"]["spec"]["template"]["metadata"]
+    return resource["spec"]["template"]["metadata"]
 
 
 def workloads(resources: list[Resource]) -> Iterator[tuple[Resource, Resource]]:
@@ -253,6 +255,16 @@ def load_dockerfile() -> Dockerfile:
     return Dockerfile.parse((REPO / "Dockerfile").read_text(encoding="utf-8"))
 
 
+def builder_copy_sources() -> list[str]:
+    """Context paths the builder stage COPYs (it copies nothing from other stages)."""
+    sources: list[str] = []
+    for instruction in load_dockerfile().in_stage(0, "COPY"):
+        words = instruction.value.split()
+        assert not any(w.startswith("--") for w in words), instruction.value
+        sources.extend(w.rstrip("/") for w in words[:-1])
+    return sources
+
+
 # --------------------------------------------------------------------------- .dockerignore
 
 
@@ -327,7 +339,7 @@ def load_dockerignore() -> DockerIgnore:
 @functools.lru_cache(maxsize=1)
 def _context_files() -> tuple[str, ...]:
     ignore = load_dockerignore()
-    files = []
+    files: list[str] = []
     for root, dirs, names in os.walk(REPO):
         base = Path(root).relative_to(REPO).as_posix()
         prefix = "" if base == "." else base + "/"

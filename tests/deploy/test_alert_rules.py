@@ -37,7 +37,7 @@ REQUIRED_ALERTS = {
 
 def promtool() -> str:
     path = shutil.which("promtool")
-    assert path, "promtool not found: install the Debian package 'prometheus' (apt-get install prometheus)"
+    assert path, "promtool not found: apt-get install prometheus (Debian package)"
     return path
 
 

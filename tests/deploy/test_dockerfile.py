@@ -16,6 +16,7 @@ from deploy_support import (
     DockerIgnore,
     Instruction,
     build_context_files,
+    builder_copy_sources,
     find,
     load_dockerfile,
     load_dockerignore,
@@ -24,16 +25,6 @@ from deploy_support import (
 )
 
 IMAGE_UID = "10001"
-
-
-def builder_copy_sources() -> list[str]:
-    dockerfile = load_dockerfile()
-    sources = []
-    for instruction in dockerfile.in_stage(0, "COPY"):
-        words = instruction.value.split()
-        assert not any(w.startswith("--from") for w in words)
-        sources.extend(w.rstrip("/") for w in words[:-1])
-    return sources
 
 
 def healthcheck() -> Instruction:

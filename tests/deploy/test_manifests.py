@@ -326,7 +326,7 @@ def test_every_container_runs_the_overlay_image(overlay: Path) -> None:
     assert images == {"registry.example.com/abgate:0.1.0"}
 
 
-# --------------------------------------------------------------------------- configuration and secrets
+# --------------------------------------------------------------------------- config and secrets
 
 
 @overlays
@@ -407,7 +407,8 @@ def test_sidecar_service_sends_clients_to_the_proxy_not_the_gateway() -> None:
     by_name = {c["name"]: c for c in spec["containers"]}
     proxy = by_name["abgate-proxy"]
     assert abgate_role(proxy) == "proxy"
-    assert selects(service["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selects(service["spec"]["selector"], pod_labels)
     proxy_ports = {p["name"]: p["containerPort"] for p in proxy["ports"]}
     for port in service["spec"]["ports"]:
         assert port["targetPort"] in proxy_ports
@@ -426,7 +427,8 @@ def test_standalone_proxy_has_its_own_deployment_and_service() -> None:
     service = find(resources, "Service", "abgate-proxy")
     (proxy,) = deployment["spec"]["template"]["spec"]["containers"]
     assert abgate_role(proxy) == "proxy"
-    assert selects(service["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selects(service["spec"]["selector"], pod_labels)
     assert service["spec"]["ports"][0]["targetPort"] == proxy["ports"][0]["name"]
     gateway_url = {e["name"]: e.get("value") for e in proxy["env"]}["ABGATE_GATEWAY_URL"]
     assert not gateway_url.startswith("http://127.0.0.1")

@@ -6,6 +6,7 @@ import base64
 
 import pytest
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from abgate.config import ConfigError, EncryptionKey, Settings, parse_encryption_keys
@@ -376,6 +377,7 @@ def test_encryption_key_repr_shows_only_the_kid() -> None:
     assert repr(EncryptionKey("k1", b"a" * 32)) == "EncryptionKey(kid='k1')"
 
 
+@hypothesis_settings(deadline=None)  # a loaded CI machine must not turn into a failure
 @given(variable=st.sampled_from(ALL_VARIABLES), value=st.text(max_size=80))
 def test_any_value_yields_settings_or_a_config_error(variable: str, value: str) -> None:
     try:

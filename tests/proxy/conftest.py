@@ -193,8 +193,13 @@ def proxy_settings(settings: Settings, mock: MockServer, tmp_path: Path) -> Sett
 
 
 @pytest.fixture
-async def start_proxy() -> AsyncIterator[Callable[[Settings], Awaitable[RunningProxy]]]:
-    """Start proxies (real AppRunner, port 0); all are stopped at teardown."""
+async def start_proxy(
+    database_url: str, mock: MockServer
+) -> AsyncIterator[Callable[[Settings], Awaitable[RunningProxy]]]:
+    """Start proxies (real AppRunner, port 0); all are stopped at teardown.
+
+    Depends on the database and the mock so that proxies stop before those go away.
+    """
     running: list[RunningProxy] = []
 
     async def start(settings: Settings) -> RunningProxy:

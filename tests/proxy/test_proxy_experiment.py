@@ -131,8 +131,14 @@ async def test_experimented_call_is_transformed_blinded_and_recorded(
     for secret in (variant.internal_id, "ckpt-", "/partner/v1", f"127.0.0.1:{mock.port}"):
         assert secret.encode() not in answer
     lowered = {name.lower() for name in answer_headers}
-    assert lowered <= {"content-type", "cache-control", "content-length", "date", "server",
-                       "transfer-encoding"}
+    assert lowered <= {
+        "content-type",
+        "cache-control",
+        "content-length",
+        "date",
+        "server",
+        "transfer-encoding",
+    }
     assert answer_headers.get("server", "") != "mock-upstream"
     if stream:
         assert answer_headers["content-type"].startswith("text/event-stream")
@@ -187,9 +193,7 @@ async def test_chat_stream_keeps_the_usage_chunk_the_client_asked_for(
     client: aiohttp.ClientSession,
 ) -> None:
     proxy, _ = await _setup(start_proxy, proxy_settings, seed_experiment, "chat_completions")
-    body = request_body(
-        "chat_completions", stream=True, stream_options={"include_usage": True}
-    )
+    body = request_body("chat_completions", stream=True, stream_options={"include_usage": True})
     async with client.post(proxy.url + PATHS["chat_completions"], json=body) as response:
         answer = await response.read()
     assert b'"choices":[]' in answer

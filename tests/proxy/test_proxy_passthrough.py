@@ -206,6 +206,40 @@ async def test_redirects_are_relayed_not_followed(
         await gateway.cleanup()
 
 
+async def test_a_gateway_failing_mid_body_truncates_the_client_response(
+    start_proxy: Any, settings: Settings, tmp_path: Any, client: aiohttp.ClientSession
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = 1000
+        await response.prepare(request)
+        await response.write(b"x" * 100)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    gateway = await _gateway(handler)
+    try:
+        proxy = await start_proxy(_with_gateway(settings, tmp_path, gateway))
+        async with client.get(proxy.url + "/download") as response:
+            assert response.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+    finally:
+        await gateway.cleanup()
+
+
+async def test_head_requests_keep_the_announced_length_without_a_body(
+    proxy: Any, client: aiohttp.ClientSession, mock: MockServer
+) -> None:
+    async with client.head(mock.url + "/_echo/x") as response:
+        length = response.headers["content-length"]
+    async with client.head(proxy.url + "/_echo/x") as response:
+        assert response.status == 200
+        assert response.headers["content-length"] == length
+        assert await response.read() == b""
+
+
 async def test_gateway_unreachable_is_a_502_in_the_openai_shape(
     start_proxy: Any, settings: Settings, tmp_path: Any, client: aiohttp.ClientSession
 ) -> None:
@@ -292,7 +326,9 @@ async def test_malformed_json_naming_no_member_passes_through(
 # -- helpers ---------------------------------------------------------------------
 
 
-async def _gateway(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.AppRunner:
+async def _gateway(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.AppRunner:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
     runner = web.AppRunner(app, access_log=None)

@@ -1,8 +1,9 @@
 """An in-process TCP relay that a test can cut and restore, to take a server "down".
 
 Cutting aborts every relayed connection and makes new ones close at once, which
-is what a client sees when Postgres or Redis dies or the network drops;
-restoring relays again. Listens on 127.0.0.1 only.
+is what a client sees when Postgres or Redis dies or the network drops. A
+black hole instead accepts connections and never answers (a hung server or a
+dropped route). Restoring relays again. Listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class TcpCut:
         self._links: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.is_cut = False
+        self.is_black_hole = False
         self.port = 0
 
     @classmethod
@@ -59,8 +61,12 @@ class TcpCut:
         for task in list(self._links):
             task.cancel()
 
+    def black_hole(self) -> None:
+        self.cut()
+        self.is_cut, self.is_black_hole = False, True
+
     def restore(self) -> None:
-        self.is_cut = False
+        self.is_cut = self.is_black_hole = False
 
     async def close(self) -> None:
         self.cut()
@@ -72,6 +78,9 @@ class TcpCut:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.is_cut:
             writer.transport.abort()
+            return
+        if self.is_black_hole:
+            await self._hold(reader, writer)
             return
         try:
             if isinstance(self._target, str):
@@ -94,6 +103,20 @@ class TcpCut:
             for w in (writer, up_writer):
                 self._writers.discard(w)
                 w.transport.abort()
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._links.add(task)
+        self._writers.add(writer)
+        try:
+            await reader.read()
+        except (asyncio.CancelledError, OSError):
+            pass
+        finally:
+            self._links.discard(task)
+            self._writers.discard(writer)
+            writer.transport.abort()
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

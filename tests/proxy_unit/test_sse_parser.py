@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.sse import SSEEvent, SSEParser, parse_block
@@ -197,6 +197,7 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return pieces
 
 
+@settings(deadline=None)  # CI machines are shared: no per-example timing
 @given(sse_streams(), st.lists(st.integers(0, 400), max_size=12))
 def test_any_chunking_yields_the_same_events_and_loses_no_byte(
     stream: tuple[bytes, list[tuple[bytes | None, bytes]]], cuts: list[int]
@@ -214,6 +215,7 @@ def test_any_chunking_yields_the_same_events_and_loses_no_byte(
     assert decoded == expected
 
 
+@settings(deadline=None)  # CI machines are shared: no per-example timing
 @given(st.binary(max_size=300), st.lists(st.integers(0, 300), max_size=8))
 def test_arbitrary_bytes_never_crash_and_are_all_returned(data: bytes, cuts: list[int]) -> None:
     events, parser = feed_all(split(data, cuts))

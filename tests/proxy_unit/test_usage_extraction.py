@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.usage import Usage, merge_messages_delta, usage_from_body, usage_from_object
@@ -138,6 +138,7 @@ _USAGE_KEYS = st.sampled_from(
 )
 
 
+@settings(deadline=None)  # CI machines are shared: no per-example timing
 @given(
     st.sampled_from(["chat_completions", "messages", "responses"]),
     st.dictionaries(_USAGE_KEYS, _JSON | st.dictionaries(_USAGE_KEYS, _JSON), max_size=6),

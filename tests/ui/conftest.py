@@ -13,21 +13,25 @@ A failing test leaves a screenshot in ``tests/ui/artifacts/``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
-from typing import Any
+from typing import Final
 
+import asyncpg
 import pytest
+import pytest_asyncio
 from aiohttp import web
-
 from playwright.async_api import Browser, Page, async_playwright
 from ui_support import ADMIN_TOKEN
 
 from abgate.config import Settings
+from abgate.db import connect
 from abgate.mock_upstream import MockServer, start_mock
 from admin.app import create_app
+from proxy.app import create_runner
 
 CHROMIUM = os.environ.get("ABGATE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -50,15 +54,18 @@ def _skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember whether the test body failed, for the screenshot in ``page``."""
     report = yield
     if report.when == "call":
         item.stash[_FAILED] = report.failed
     return report
-
-
-_FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
@@ -78,23 +85,55 @@ def ui_settings(settings: Settings) -> Settings:
     return Settings.from_env(env)
 
 
-@pytest.fixture
+# The browser is started once per session (per xdist worker) and lives in the session's
+# event loop, so every fixture that touches it, and the tests (pytestmark in the test
+# module), run in that loop too. Fixtures that only return plain values (database_url,
+# settings) may run in any loop.
+SESSION_LOOP: Final = "session"
+
+
+@pytest_asyncio.fixture(loop_scope=SESSION_LOOP)
 async def admin_url(ui_settings: Settings) -> AsyncIterator[str]:
     """The real admin app on an ephemeral loopback port."""
     runner = web.AppRunner(create_app(ui_settings), access_log=None)
+    try:
+        yield await _serve(runner)
+    finally:
+        await runner.cleanup()
+
+
+async def _serve(runner: web.AppRunner) -> str:
+    """Start ``runner`` on an ephemeral loopback port; returns its base URL."""
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     server = site._server
     assert server is not None
     port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest_asyncio.fixture(loop_scope=SESSION_LOOP)
+async def proxy_url(ui_settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
+    """The real proxy app, recording into the test's database."""
+    runner = create_runner(dataclasses.replace(ui_settings, spool_dir=str(tmp_path / "spool")))
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield await _serve(runner)
     finally:
         await runner.cleanup()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope=SESSION_LOOP)
+async def ui_db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test's database in the session loop (``db`` is per-test loop)."""
+    conn = await connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest_asyncio.fixture(loop_scope=SESSION_LOOP)
 async def mock_upstream() -> AsyncIterator[MockServer]:
     server = await start_mock()
     try:
@@ -103,7 +142,7 @@ async def mock_upstream() -> AsyncIterator[MockServer]:
         await server.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="session", loop_scope=SESSION_LOOP)
 async def browser() -> AsyncIterator[Browser]:
     if shutil.which(CHROMIUM) is None:
         _skip_or_fail(f"there is no Chromium at {CHROMIUM} (apt-get install chromium)")
@@ -117,7 +156,7 @@ async def browser() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope=SESSION_LOOP)
 async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
     """A fresh browser context (so a fresh sessionStorage) and page.
 

@@ -6,6 +6,8 @@ and checks what the page shows, and where it matters what the server stored.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import re
 import uuid
 from typing import Any
@@ -19,6 +21,7 @@ from ui_support import (
     API_KEY,
     AdminApi,
     add_variant,
+    chat_through_proxy,
     create_experiment,
     flash,
     hot_swap,
@@ -31,10 +34,13 @@ from ui_support import (
     sign_in,
     upstream,
     variant_card,
+    wait_for_request_rows,
 )
 
 from abgate.mock_upstream import MockServer
 from abgate.upstream import UpstreamError, parse_upstream
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def public_id() -> str:
@@ -122,6 +128,25 @@ async def test_create_dialog_shows_the_server_error_inline(page: Page, admin_url
     await expect(dialog).to_be_visible()
 
 
+async def test_a_viewer_sees_why_a_change_is_forbidden(
+    page: Page, admin_url: str, ui_db: asyncpg.Connection
+) -> None:
+    viewer_token = "abg_ui-viewer-" + uuid.uuid4().hex
+    await ui_db.execute(
+        "INSERT INTO admin_token (name, role, token_sha256) VALUES ('ui-viewer', 'viewer', $1)",
+        hashlib.sha256(viewer_token.encode()).hexdigest(),
+    )
+    await sign_in(page, admin_url, viewer_token)
+    await page.get_by_role("button", name="New experiment").click()
+    dialog = page.get_by_role("dialog", name="New experiment")
+    await dialog.get_by_label("Public model id").fill(public_id())
+    await dialog.get_by_label("Name", exact=True).fill("Not allowed")
+    await dialog.get_by_role("button", name="Create experiment").click()
+
+    await expect(dialog.get_by_role("alert")).to_have_text(
+        "FORBIDDEN: role 'viewer' may only read")
+
+
 async def test_archive_filter_shows_unarchived_archived_or_all(
     page: Page, admin_url: str
 ) -> None:
@@ -165,7 +190,8 @@ async def test_public_model_id_is_editable_only_while_draft(
     await lifecycle(page, "Activate")
     await expect(page.locator(".subtitle .badge-active")).to_be_visible()
     await expect(page.get_by_label("Public model id")).to_be_disabled()
-    await expect(page.get_by_text("the public model id can be changed only while draft")).to_be_visible()
+    await expect(page.get_by_text("the public model id can be changed only while draft")
+                 ).to_be_visible()
 
 
 async def test_variants_show_weight_and_share(page: Page, admin_url: str) -> None:
@@ -209,7 +235,7 @@ async def test_renaming_a_variant_keeps_its_versions(
 
 
 async def test_hot_swap_creates_a_version_and_keeps_the_history(
-    page: Page, admin_url: str, mock_upstream: MockServer, db: asyncpg.Connection
+    page: Page, admin_url: str, mock_upstream: MockServer, ui_db: asyncpg.Connection
 ) -> None:
     exp = await AdminApi(admin_url).ready_experiment(mock_upstream.url)
     await sign_in(page, admin_url)
@@ -226,7 +252,7 @@ async def test_hot_swap_creates_a_version_and_keeps_the_history(
     await expect(history.first).to_contain_text("current")
     await expect(history.nth(1)).to_contain_text("ckpt-a")
     await screen(page, "04-experiment-detail")
-    kept = await db.fetchval(
+    kept = await ui_db.fetchval(
         "SELECT count(DISTINCT encrypted_api_key) FROM model_experiment_variant_version v "
         "JOIN model_experiment_variant va ON va.id = v.variant_id WHERE va.label = 'A'")
     assert kept == 1  # the second version kept the first one's key
@@ -244,7 +270,7 @@ async def test_first_version_requires_an_api_key(page: Page, admin_url: str) -> 
 
 
 async def test_upstream_editor_rejects_unknown_fields_before_sending(
-    page: Page, admin_url: str, mock_upstream: MockServer, db: asyncpg.Connection
+    page: Page, admin_url: str, mock_upstream: MockServer, ui_db: asyncpg.Connection
 ) -> None:
     await sign_in(page, admin_url)
     await create_experiment(page, public_id(), "Strict upstream")
@@ -261,7 +287,7 @@ async def test_upstream_editor_rejects_unknown_fields_before_sending(
     await dialog.get_by_role("button", name="Create version").click()
 
     await expect(dialog.get_by_role("alert")).to_contain_text("fix the upstream errors")
-    assert await db.fetchval("SELECT count(*) FROM model_experiment_variant_version") == 0
+    assert await ui_db.fetchval("SELECT count(*) FROM model_experiment_variant_version") == 0
 
 
 async def test_upstream_editor_warns_about_plain_http(
@@ -359,7 +385,8 @@ async def test_lifecycle_buttons_follow_the_contract(
         "Archive": False, "Unarchive": False, "Delete": False,
     }
     await expect(page.get_by_role("button", name="Add variant")).to_be_disabled()
-    await expect(variant_card(page, "A").get_by_role("button", name="Remove variant")).to_be_disabled()
+    remove = variant_card(page, "A").get_by_role("button", name="Remove variant")
+    await expect(remove).to_be_disabled()
 
     await lifecycle(page, "Pause")
     await expect(page.locator(".subtitle .badge-paused")).to_be_visible()
@@ -392,7 +419,7 @@ async def test_archive_then_unarchive(page: Page, admin_url: str) -> None:
 
 
 async def test_deleting_a_draft_returns_to_the_list(
-    page: Page, admin_url: str, db: asyncpg.Connection
+    page: Page, admin_url: str, ui_db: asyncpg.Connection
 ) -> None:
     exp = await AdminApi(admin_url).experiment(public_id(), "Short-lived")
     await sign_in(page, admin_url)
@@ -401,7 +428,7 @@ async def test_deleting_a_draft_returns_to_the_list(
     await lifecycle(page, "Delete")
 
     await expect(page.get_by_role("heading", name="Experiments", level=1)).to_be_visible()
-    assert await db.fetchval("SELECT count(*) FROM model_experiment") == 0
+    assert await ui_db.fetchval("SELECT count(*) FROM model_experiment") == 0
 
 
 async def test_lifecycle_refusal_from_the_server_is_shown_inline(
@@ -422,6 +449,84 @@ async def test_lifecycle_refusal_from_the_server_is_shown_inline(
     await expect(page.locator("#lifecycle-error")).to_contain_text(
         "CONFLICT: another experiment on")
     await expect(page.locator(".subtitle .badge-draft")).to_be_visible()
+
+
+# -- end to end ---------------------------------------------------------------------------
+
+
+async def test_operator_runs_an_experiment_from_draft_to_pause(
+    page: Page, admin_url: str, proxy_url: str, mock_upstream: MockServer,
+    ui_db: asyncpg.Connection,
+) -> None:
+    model = public_id()
+    await sign_in(page, admin_url)
+    await create_experiment(page, model, "Checkpoint bake-off", "two partner checkpoints")
+    await add_variant(page, "control", 1)
+    await add_variant(page, "candidate", 1)
+    for label, ckpt in (("control", "ckpt-control"), ("candidate", "ckpt-candidate")):
+        await hot_swap(page, label, upstream(f"{mock_upstream.url}/v1", ckpt), api_key=API_KEY)
+    await lifecycle(page, "Activate")
+    await expect(page.locator(".subtitle .badge-active")).to_be_visible()
+
+    statuses = await chat_through_proxy(proxy_url, model, 40)
+    assert statuses == [200] * 40
+    await wait_for_request_rows(ui_db, 40)
+
+    await page.get_by_role("link", name="Live stats").click()
+    table = page.locator("#stats-table")
+    await expect(table.locator("tbody tr")).to_have_count(2)
+    counts = [int((await cell.inner_text()).replace(",", ""))
+              for cell in await table.locator("tbody tr td:nth-child(3)").all()]
+    assert sum(counts) == 40 and all(counts)
+    await expect(page.locator("#srm-banner")).to_have_count(0)
+    await expect(page.locator("#stats-updated")).to_contain_text("Updated")
+    await expect(page.locator(".chart-line")).to_have_count(4)  # 2 versions x 2 charts
+    await screen(page, "06-live-stats")
+
+    await page.get_by_role("link", name="Requests").click()
+    rows = page.locator("#requests-table tbody tr")
+    await expect(rows).to_have_count(25)
+    await expect(page.get_by_role("button", name="Older →")).to_be_enabled()
+    await screen(page, "07-requests")
+
+    await lifecycle(page, "Pause")
+    await expect(page.locator(".subtitle .badge-paused")).to_be_visible()
+    async with asyncio.timeout(5):
+        while (await chat_through_proxy(proxy_url, model, 1)) != [404]:
+            await asyncio.sleep(0.1)
+
+
+async def test_srm_warning_when_subjects_do_not_match_the_weights(
+    page: Page, admin_url: str, mock_upstream: MockServer, ui_db: asyncpg.Connection
+) -> None:
+    api = AdminApi(admin_url)
+    exp = await api.ready_experiment(mock_upstream.url)
+    await api.call("POST", f"/api/experiments/{exp['id']}/activate")
+    version_a, version_b = (v["current_version"]["id"] for v in exp["variants"])
+    await insert_requests(ui_db, version_a, subjects=150)
+    await insert_requests(ui_db, version_b, subjects=50, errors=5)
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"], "stats")
+
+    banner = page.get_by_role("alert").filter(has_text="Sample ratio mismatch")
+    await expect(banner).to_be_visible()
+    await expect(banner).to_contain_text("do not match the weights")
+    await screen(page, "06b-live-stats-srm")
+
+
+async def test_stats_refresh_every_five_seconds(
+    page: Page, admin_url: str, mock_upstream: MockServer, ui_db: asyncpg.Connection
+) -> None:
+    api = AdminApi(admin_url)
+    exp = await api.ready_experiment(mock_upstream.url)
+    await api.call("POST", f"/api/experiments/{exp['id']}/activate")
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"], "stats")
+    await expect(page.locator("#stats-empty")).to_be_visible()
+
+    await insert_requests(ui_db, exp["variants"][0]["current_version"]["id"], subjects=7)
+
+    await expect(page.locator("#stats-table tbody tr")).to_have_count(1, timeout=8_000)
 
 
 # -- audit -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ way an operator finds them; a renamed label breaks the test on purpose.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -77,7 +78,7 @@ def flash(page: Page) -> Locator:
 async def add_variant(page: Page, label: str, weight: int) -> None:
     form = page.get_by_role("form", name="Add a variant")
     await form.get_by_label("Label").fill(label)
-    await form.get_by_label("Weight (1–10000)").fill(str(weight))
+    await form.get_by_label("Weight (1 to 10000)").fill(str(weight))
     await form.get_by_role("button", name="Add variant").click()
     await expect(variant_card(page, label)).to_be_visible()
 
@@ -102,11 +103,12 @@ async def hot_swap(page: Page, label: str, new_upstream: dict[str, Any],
 
 
 async def lifecycle(page: Page, name: str) -> None:
-    await page.get_by_role("toolbar", name="Lifecycle").get_by_role("button", name=name).click()
+    await lifecycle_button(page, name).click()
 
 
 def lifecycle_button(page: Page, name: str) -> Locator:
-    return page.get_by_role("toolbar", name="Lifecycle").get_by_role("button", name=name, exact=True)
+    toolbar = page.get_by_role("toolbar", name="Lifecycle")
+    return toolbar.get_by_role("button", name=name, exact=True)
 
 
 # -- setup through the API -------------------------------------------------------------
@@ -190,3 +192,26 @@ async def insert_requests(
             usage_id, created_at, version_id, f"machine-{version_id}-{i}",
             f"req-{usage_id.hex[:12]}", hashlib.sha256(usage_id.bytes).hexdigest(),
         )
+
+
+async def chat_through_proxy(proxy_url: str, public_model_id: str, count: int) -> list[int]:
+    """``count`` chat completions from ``count`` different machines; their statuses."""
+    statuses = []
+    async with aiohttp.ClientSession() as session:
+        for i in range(count):
+            body = {"model": public_model_id,
+                    "messages": [{"role": "user", "content": f"ui test prompt {i}"}]}
+            headers = {"x-machine-id": f"machine-{i}", "x-client-request-id": f"ui-req-{i}"}
+            async with session.post(f"{proxy_url}/v1/chat/completions", json=body,
+                                    headers=headers) as response:
+                await response.read()
+                statuses.append(response.status)
+    return statuses
+
+
+async def wait_for_request_rows(conn: asyncpg.Connection, count: int,
+                                timeout_s: float = 10.0) -> None:
+    """Wait until the proxy's recorder has written ``count`` request rows."""
+    async with asyncio.timeout(timeout_s):
+        while await conn.fetchval("SELECT count(*) FROM model_experiment_request") < count:
+            await asyncio.sleep(0.05)

@@ -1,0 +1,17 @@
+DROP TRIGGER feedback_rollup ON feedback;
+DROP FUNCTION abgate_feedback_rollup();
+DROP TRIGGER usage_cost_rollup ON usage;
+DROP FUNCTION abgate_usage_cost_rollup();
+DROP TRIGGER model_experiment_request_rollup ON model_experiment_request;
+DROP FUNCTION abgate_request_rollup();
+DROP FUNCTION abgate_rebuild_stats_rollup();
+DROP FUNCTION abgate_client_request_lock_key(text);
+DROP FUNCTION abgate_stats_bucket(integer);
+DROP TABLE request_client_request_seen;
+DROP TABLE request_subject_hourly;
+DROP TABLE request_latency_hourly;
+DROP TABLE request_stats_hourly;
+DROP INDEX model_experiment_request_browse;
+DROP INDEX model_experiment_request_body_blob;
+DROP INDEX model_experiment_request_system_prompt;
+ALTER TABLE model_experiment_request DROP COLUMN body_blob_sha256;

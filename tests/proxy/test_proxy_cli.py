@@ -1,0 +1,91 @@
+"""``abgate proxy``: argument handling and the multi-worker process model (real subprocesses)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from abgate.config import Settings
+from abgate.mock_upstream import MockServer
+from proxy.cli import command_proxy
+
+_LISTENING = re.compile(rb"abgate proxy listening on http://127\.0\.0\.1:(\d+) \(2 workers\)")
+
+
+def test_invalid_worker_count_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc_info:
+        command_proxy(["--workers", "0"])
+    assert exc_info.value.code == 2
+    assert "--workers" in capsys.readouterr().err
+
+
+def _env(settings: Settings, mock: MockServer, tmp_path: Path) -> dict[str, str]:
+    assert settings.database_url is not None and settings.redis_url is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ABGATE_")}
+    env.update(
+        ABGATE_DATABASE_URL=settings.database_url,
+        ABGATE_REDIS_URL=settings.redis_url,
+        ABGATE_REDIS_NAMESPACE=settings.redis_namespace,
+        ABGATE_GATEWAY_URL=mock.url,
+        ABGATE_SPOOL_DIR=str(tmp_path / "spool"),
+        ABGATE_DRAIN_S="2",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    return env
+
+
+async def test_two_workers_serve_one_port_aggregate_metrics_and_stop_cleanly_on_sigterm(
+    settings: Settings, mock: MockServer, tmp_path: Path
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "abgate.cli",
+        "proxy",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--workers",
+        "2",
+        env=_env(settings, mock, tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+        match = _LISTENING.search(line)
+        assert match, line
+        url = f"http://127.0.0.1:{int(match.group(1))}"
+
+        requests = 40
+        for _ in range(requests):  # a fresh connection each time: the kernel spreads them
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+                async with s.get(url + "/_echo/x") as response:
+                    assert response.status == 200
+
+        counter_files = list((tmp_path / "metrics").glob("counter_*.db"))
+        assert len({path.stem.split("_")[1] for path in counter_files}) == 2  # both served
+
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/metrics") as response:
+                text = (await response.read()).decode()
+        passthrough = (
+            'abgate_requests_total{code="200",public_model_id="",route="passthrough",variant=""}'
+        )
+        assert f"{passthrough} {float(requests)}" in text
+
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=20) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
