@@ -49,6 +49,13 @@ _POLL_LOOKBACK_S = 30.0
 # A snapshot read while a newer invalidation arrived is re-read this many times.
 _MAX_LOAD_ATTEMPTS = 3
 
+# Bound once: ``labels()`` on every request would cost a lock and a dict lookup.
+_LOOKUP = {
+    (tier, result): CONFIG_LOOKUPS.labels(tier=tier, result=result)
+    for tier in ("local", "redis", "postgres")
+    for result in ("hit", "miss", "stale", "error")
+}
+
 _PG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
@@ -192,12 +199,12 @@ class ConfigStore:
         if entry is not None:
             if self._is_fresh(public_model_id, entry):
                 self._local.move_to_end(public_model_id)
-                CONFIG_LOOKUPS.labels(tier="local", result="hit").inc()
+                _LOOKUP["local", "hit"].inc()
                 return entry.snapshot
             del self._local[public_model_id]
-            CONFIG_LOOKUPS.labels(tier="local", result="stale").inc()
+            _LOOKUP["local", "stale"].inc()
         else:
-            CONFIG_LOOKUPS.labels(tier="local", result="miss").inc()
+            _LOOKUP["local", "miss"].inc()
         task = self._inflight.get(public_model_id)
         if task is None:
             # A task, not a coroutine: a cancelled caller must not cancel the
@@ -236,22 +243,22 @@ class ConfigStore:
                 raw = await self._redis.get(key)
         except _REDIS_ERRORS as exc:
             self._redis_failed("read", exc)
-            CONFIG_LOOKUPS.labels(tier="redis", result="error").inc()
+            _LOOKUP["redis", "error"].inc()
             return False, None
         self._redis_ok()
         if raw is None:
-            CONFIG_LOOKUPS.labels(tier="redis", result="miss").inc()
+            _LOOKUP["redis", "miss"].inc()
             return False, None
         try:
             snapshot = snapshot_from_json(orjson.loads(raw))
         except (orjson.JSONDecodeError, ValueError):
             log.warning("ignoring a malformed snapshot in Redis for a public model id")
-            CONFIG_LOOKUPS.labels(tier="redis", result="error").inc()
+            _LOOKUP["redis", "error"].inc()
             return False, None
         if snapshot.public_model_id != public_model_id or not self._is_current(snapshot):
-            CONFIG_LOOKUPS.labels(tier="redis", result="stale").inc()
+            _LOOKUP["redis", "stale"].inc()
             return False, None
-        CONFIG_LOOKUPS.labels(tier="redis", result="hit").inc()
+        _LOOKUP["redis", "hit"].inc()
         return True, snapshot
 
     def _is_current(self, snapshot: Snapshot) -> bool:
@@ -261,6 +268,7 @@ class ConfigStore:
 
     async def _from_postgres(self, public_model_id: str) -> Snapshot | None:
         for _ in range(_MAX_LOAD_ATTEMPTS):
+            fence_before = self._fences.get(public_model_id, 0)
             try:
                 async with asyncio.timeout(self._load_timeout_s):
                     async with self._pool.acquire() as conn:
@@ -268,21 +276,29 @@ class ConfigStore:
                             conn, public_model_id
                         )
             except _PG_ERRORS as exc:
-                CONFIG_LOOKUPS.labels(tier="postgres", result="error").inc()
+                _LOOKUP["postgres", "error"].inc()
                 self._pg_warning.warn("config load from Postgres failed: %s", type(exc).__name__)
                 raise ConfigUnavailable("routing config store unavailable") from None
-            if version < self._fences.get(public_model_id, 0):
-                # An invalidation arrived while reading: read again, newer rows are committed.
-                CONFIG_LOOKUPS.labels(tier="postgres", result="stale").inc()
+            if version < fence_before:
+                # A read that began after the fence was raised cannot miss the change
+                # (invalidations follow commits): Postgres went back, e.g. a restore.
+                log.warning(
+                    "routing version of a public model id went backwards (%d < %d); "
+                    "trusting Postgres",
+                    version,
+                    fence_before,
+                )
+                self._fences[public_model_id] = version
+            elif version < self._fences.get(public_model_id, 0):
+                # An invalidation arrived while reading: newer rows are committed.
+                _LOOKUP["postgres", "stale"].inc()
                 continue
-            CONFIG_LOOKUPS.labels(
-                tier="postgres", result="hit" if snapshot is not None else "miss"
-            ).inc()
+            _LOOKUP["postgres", "hit" if snapshot is not None else "miss"].inc()
             self._remember(public_model_id, snapshot, version)
             if snapshot is not None:
                 await self._write_redis(snapshot)
             return snapshot
-        CONFIG_LOOKUPS.labels(tier="postgres", result="error").inc()
+        _LOOKUP["postgres", "error"].inc()
         raise ConfigUnavailable("routing config kept changing while being read")
 
     def _remember(self, public_model_id: str, snapshot: Snapshot | None, version: int) -> None:
@@ -378,7 +394,10 @@ class ConfigStore:
                 async with asyncio.timeout(self._poll_interval_s):
                     await self._wake_poll.wait()
             self._wake_poll.clear()
-            await self._sync_once()
+            try:
+                await self._sync_once()
+            except Exception:  # a bug must not end invalidation for good
+                log.exception("routing config poll failed unexpectedly")
 
     async def _listen_loop(self) -> None:
         assert self._redis is not None
@@ -399,6 +418,8 @@ class ConfigStore:
                 self._channel_warning.warn(
                     "routing invalidation channel failed (%s); reconnecting", type(exc).__name__
                 )
+            except Exception:  # a bug must not end push for good; the poll still runs
+                log.exception("routing invalidation listener failed unexpectedly")
             finally:
                 with contextlib.suppress(*_REDIS_ERRORS):
                     await pubsub.aclose()

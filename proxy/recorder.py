@@ -240,26 +240,43 @@ class Recorder:
 
     async def _run(self) -> None:
         while True:
-            RECORDER_QUEUE_DEPTH.set(len(self._queue))
-            await self._adopt_orphans_now_and_then()
-            if self._spool.pending:
-                if not await self._catch_up() and self._closing:
-                    await self._spill(self._take(len(self._queue)))
+            try:
+                if await self._step():
                     return
-                continue
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            if len(self._queue) < self._batch_size and not self._closing:
-                await self._gather()
-            batch = self._take(self._batch_size)
-            if not await self._store(batch, "written"):
-                await self._spill(batch)
+            except Exception:  # a bug must not stop recording: keep the rows, go on
+                log.exception("recorder writer failed unexpectedly")
+                in_hand, self._in_hand = self._in_hand, []
+                try:
+                    self._spill_now(in_hand)
+                except Exception:
+                    RECORDER_ROWS.labels(result="dropped").inc(len(in_hand))
+                    log.exception("could not spool %d request records", len(in_hand))
+                self._failures += 1
                 await self._back_off()
-            self._in_hand = []
+
+    async def _step(self) -> bool:
+        """One round of the writer; True when closing and everything is handled."""
+        RECORDER_QUEUE_DEPTH.set(len(self._queue))
+        await self._adopt_orphans_now_and_then()
+        if self._spool.pending:
+            if not await self._catch_up() and self._closing:
+                await self._spill(self._take(len(self._queue)))
+                return True
+            return False
+        if not self._queue:
+            if self._closing:
+                return True
+            self._wakeup.clear()
+            await self._wakeup.wait()
+            return False
+        if len(self._queue) < self._batch_size and not self._closing:
+            await self._gather()
+        batch = self._take(self._batch_size)
+        if not await self._store(batch, "written"):
+            await self._spill(batch)
+            await self._back_off()
+        self._in_hand = []
+        return False
 
     async def _gather(self) -> None:
         """Wait up to one flush interval for a full batch."""
@@ -392,7 +409,8 @@ class Recorder:
         self._in_hand = []
 
     def _spill_now(self, batch: list[RequestRecord]) -> None:
-        self._count_spilled(len(batch), self._spool.append(batch))
+        if batch:
+            self._count_spilled(len(batch), self._spool.append(batch))
 
     def _count_spilled(self, total: int, accepted: int) -> None:
         RECORDER_ROWS.labels(result="spilled").inc(accepted)

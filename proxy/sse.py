@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["SSEEvent", "SSEParser"]
+__all__ = ["SSEEvent", "SSEParser", "parse_block"]
 
 # End of a line followed by an empty line. A lone "\r" must not be the first half
 # of a "\r\n", or "a\r\nb" would look like two line endings.

@@ -251,6 +251,19 @@ async def test_an_invalidation_arriving_during_a_load_causes_a_reread(
     assert snapshot is not None and snapshot.status == "paused"
 
 
+async def test_a_fence_above_anything_in_postgres_yields_to_postgres(
+    db: asyncpg.Connection, make_store: StoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a database restore the sequence restarts lower: Postgres is the truth."""
+    await create_experiment(db, "preview/a")
+    store = await make_store(redis=None, poll_interval_s=60)
+    store._apply(Invalidation("preview/a", 10_000, frozenset({"preview/a"})))
+    snapshot = await store.get("preview/a")
+    assert snapshot is not None and snapshot.version == 1
+    assert "went backwards" in caplog.text
+    assert await store.get("preview/a") is snapshot
+
+
 # ---------------------------------------------------------------- push and poll
 
 

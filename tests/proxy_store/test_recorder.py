@@ -417,6 +417,31 @@ async def test_record_never_raises(
     spool.close()
 
 
+async def test_the_writer_survives_an_unexpected_error(
+    db: asyncpg.Connection,
+    make_recorder: RecorderFactory,
+    version_id: int,
+    spool_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class FlakySpool(Spool):
+        failed = False
+
+        def replay_batches(self, batch_size: int) -> Any:
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("bug")
+            return super().replay_batches(batch_size)
+
+    spool = FlakySpool(str(spool_dir), 1 << 20)
+    spool.append([make_record(version_id, 0)])
+    recorder = await make_recorder(spool=spool)
+    recorder.record(make_record(version_id, 1))
+    await eventually(lambda: _equals(usage_count(db), 2), 5.0, "both rows")
+    assert spool.failed
+    assert "recorder writer failed unexpectedly" in caplog.text
+
+
 async def test_records_after_close_go_to_the_spool(
     make_recorder: RecorderFactory, version_id: int
 ) -> None:
