@@ -32,7 +32,8 @@ log = logging.getLogger("abgate.admin")
 # Largest request body: an upstream with a 64 KiB extra_body plus a key fits easily.
 MAX_BODY_BYTES = 1024 * 1024
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-# Modules with a ``register_routes(app)``; optional ones are skipped when absent.
+# Modules with a ``register_routes(app)``; optional ones are skipped when absent
+# (they describe their routes in admin.openapi via OPENAPI_PATHS).
 ROUTE_MODULES: tuple[str, ...] = (
     "admin.health",
     "admin.experiments",

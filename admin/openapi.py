@@ -9,6 +9,7 @@ silently.
 from __future__ import annotations
 
 import copy
+import importlib
 from typing import Any
 
 from abgate.upstream import API_KINDS, MAX_TIMEOUT_S
@@ -380,6 +381,21 @@ _DOCUMENT: Schema = {
 }
 
 
+# Modules that add routes (admin.app.OPTIONAL_ROUTE_MODULES) describe them with
+# module-level OPENAPI_PATHS and, if they need them, OPENAPI_SCHEMAS.
+_EXTENSION_MODULES: tuple[str, ...] = ("admin.stats", "admin.requests")
+
+
 def document() -> Schema:
     """A fresh copy of the OpenAPI document (callers may mutate it)."""
-    return copy.deepcopy(_DOCUMENT)
+    doc = copy.deepcopy(_DOCUMENT)
+    for name in _EXTENSION_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        doc["paths"].update(copy.deepcopy(getattr(module, "OPENAPI_PATHS", {})))
+        doc["components"]["schemas"].update(copy.deepcopy(getattr(module, "OPENAPI_SCHEMAS", {})))
+    return doc

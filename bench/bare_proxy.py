@@ -10,6 +10,7 @@ Usage: python -m bench.bare_proxy --upstream http://127.0.0.1:9100 --port 9200
 from __future__ import annotations
 
 import argparse
+
 import aiohttp
 import uvloop
 from aiohttp import web

@@ -46,6 +46,9 @@ _WARN_EVERY_S = 30.0
 # sequence values are taken before commit, so a slow transaction can commit a
 # version lower than one already seen. Rows at or below a fence are ignored.
 _POLL_LOOKBACK_S = 30.0
+# After a Redis error the snapshot tier is skipped for a jittered, growing while.
+_REDIS_SKIP_BASE_S = 0.5
+_REDIS_SKIP_CAP_S = 5.0
 # A snapshot read while a newer invalidation arrived is re-read this many times.
 _MAX_LOAD_ATTEMPTS = 3
 
@@ -149,7 +152,7 @@ class ConfigStore:
         self._wake_poll = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._redis_skip_until = 0.0
-        self._redis_backoff = _Backoff(0.5, 5.0)
+        self._redis_backoff = _Backoff(_REDIS_SKIP_BASE_S, _REDIS_SKIP_CAP_S)
         self._redis_warning = _RateLimitedWarning(_WARN_EVERY_S)
         self._channel_warning = _RateLimitedWarning(_WARN_EVERY_S)
         self._pg_warning = _RateLimitedWarning(_WARN_EVERY_S)

@@ -46,13 +46,15 @@ CREATE TABLE request_latency_hourly (
     PRIMARY KEY (variant_version_id, allocation_subject, hour, bucket)
 );
 
--- Distinct subjects per hour: unique subjects of any hour-aligned window.
-CREATE TABLE request_subject_hourly (
+-- Each subject once per version, with the UTC hours it made requests in (hours
+-- since the epoch; a multirange keeps runs of hours compact). Unique subjects of
+-- any hour-aligned window: the rows whose hours overlap it.
+CREATE TABLE request_subject_seen (
     variant_version_id bigint NOT NULL,
     allocation_subject text NOT NULL,
     subject_value      text NOT NULL,
-    hour               timestamptz NOT NULL,
-    PRIMARY KEY (variant_version_id, hour, allocation_subject, subject_value)
+    hours              int4multirange NOT NULL,
+    PRIMARY KEY (variant_version_id, allocation_subject, subject_value)
 );
 
 -- Each (client request id, subject) once per version, with the hour it was first
@@ -67,14 +69,20 @@ CREATE TABLE request_client_request_seen (
 );
 
 -- Histogram bucket of a duration in ms: 0-15 exact (buckets 0-15), then eight
--- buckets per doubling (each within 4.4% of its geometric centre) up to 127.
+-- buckets per doubling (each within 4.4% of its geometric centre) up to 191 (17 h+).
 CREATE FUNCTION abgate_stats_bucket(ms integer) RETURNS smallint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN ms IS NULL THEN NULL
         WHEN ms < 16 THEN greatest(ms, 0)::smallint
-        ELSE least(16 + floor(8 * ln(ms / 16.0) / ln(2.0))::integer, 127)::smallint
+        ELSE least(16 + floor(8 * ln(ms / 16.0) / ln(2.0))::integer, 191)::smallint
     END
+$$;
+
+-- Hours since the epoch of a timestamp's UTC hour: the unit of request_subject_seen.hours.
+CREATE FUNCTION abgate_epoch_hour(ts timestamptz) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT floor(extract(epoch FROM ts) / 3600)::integer
 $$;
 
 -- Serialises the rollup's view of a client request id between the request
@@ -154,11 +162,14 @@ BEGIN
         latency_count = h.latency_count + EXCLUDED.latency_count,
         ttft_count = h.ttft_count + EXCLUDED.ttft_count;
 
-    INSERT INTO request_subject_hourly (variant_version_id, allocation_subject, subject_value, hour)
-    SELECT DISTINCT variant_version_id, allocation_subject, subject_value,
-           date_trunc('hour', created_at, 'UTC')
-    FROM new_rows ORDER BY 1, 4, 2, 3
-    ON CONFLICT DO NOTHING;
+    INSERT INTO request_subject_seen AS p
+        (variant_version_id, allocation_subject, subject_value, hours)
+    SELECT variant_version_id, allocation_subject, subject_value,
+           range_agg(int4range(abgate_epoch_hour(created_at), abgate_epoch_hour(created_at) + 1))
+    FROM new_rows GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (variant_version_id, allocation_subject, subject_value) DO UPDATE
+        SET hours = p.hours + EXCLUDED.hours
+        WHERE NOT p.hours @> EXCLUDED.hours;
     RETURN NULL;
 END;
 $$;
@@ -170,7 +181,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     -- Writers wait while the rollup is rebuilt, so no change is counted twice or lost.
     LOCK TABLE model_experiment_request, usage, feedback IN SHARE MODE;
-    TRUNCATE request_stats_hourly, request_latency_hourly, request_subject_hourly,
+    TRUNCATE request_stats_hourly, request_latency_hourly, request_subject_seen,
              request_client_request_seen;
 
     INSERT INTO request_client_request_seen
@@ -217,10 +228,10 @@ BEGIN
     ) AS samples
     GROUP BY 1, 2, 3, 4;
 
-    INSERT INTO request_subject_hourly (variant_version_id, allocation_subject, subject_value, hour)
-    SELECT DISTINCT variant_version_id, allocation_subject, subject_value,
-           date_trunc('hour', created_at, 'UTC')
-    FROM model_experiment_request;
+    INSERT INTO request_subject_seen (variant_version_id, allocation_subject, subject_value, hours)
+    SELECT variant_version_id, allocation_subject, subject_value,
+           range_agg(int4range(abgate_epoch_hour(created_at), abgate_epoch_hour(created_at) + 1))
+    FROM model_experiment_request GROUP BY 1, 2, 3;
 END;
 $$;
 

@@ -26,28 +26,33 @@ MUTATIONS = [
 ]
 
 
-@pytest.mark.parametrize(("method", "template", "body"), MUTATIONS)
 async def test_viewer_gets_403_on_every_mutation(
-    api: Api, viewer: Api, method: str, template: str, body: object
+    api: Api, viewer: Api, db: asyncpg.Connection
 ) -> None:
     experiment = await api.ready_experiment()
-    path = template.format(id=experiment["id"], vid=experiment["variants"][0]["id"])
-    reply = await viewer.call(method, path, body)
-    assert reply.status == 403
-    assert reply.body["error"]["code"] == "FORBIDDEN"
+    audit_rows = await db.fetchval("SELECT count(*) FROM audit_log")
+    for method, template, body in MUTATIONS:
+        path = template.format(id=experiment["id"], vid=experiment["variants"][0]["id"])
+        reply = await viewer.call(method, path, body)
+        assert reply.status == 403, (method, template)
+        assert reply.body["error"]["code"] == "FORBIDDEN"
     assert await api.detail(experiment["id"]) == experiment  # nothing changed
+    assert await db.fetchval("SELECT count(*) FROM audit_log") == audit_rows
 
 
-@pytest.mark.parametrize(("method", "template", "body"), MUTATIONS)
 async def test_anonymous_gets_401_on_every_mutation(
-    api: Api, anonymous: Api, method: str, template: str, body: object
+    api: Api, anonymous: Api, db: asyncpg.Connection
 ) -> None:
     experiment = await api.ready_experiment()
-    path = template.format(id=experiment["id"], vid=experiment["variants"][0]["id"])
-    reply = await anonymous.call(method, path, body)
-    assert reply.status == 401
-    assert reply.body["error"]["code"] == "UNAUTHORIZED"
-    assert reply.headers["WWW-Authenticate"] == "Bearer"
+    audit_rows = await db.fetchval("SELECT count(*) FROM audit_log")
+    for method, template, body in MUTATIONS:
+        path = template.format(id=experiment["id"], vid=experiment["variants"][0]["id"])
+        reply = await anonymous.call(method, path, body)
+        assert reply.status == 401, (method, template)
+        assert reply.body["error"]["code"] == "UNAUTHORIZED"
+        assert reply.headers["WWW-Authenticate"] == "Bearer"
+    assert await api.detail(experiment["id"]) == experiment
+    assert await db.fetchval("SELECT count(*) FROM audit_log") == audit_rows
 
 
 async def test_viewer_can_read(api: Api, viewer: Api) -> None:

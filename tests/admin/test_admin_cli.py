@@ -99,7 +99,7 @@ async def test_admin_serves_and_stops_gracefully_on_sigterm(settings: Settings) 
             while True:
                 try:
                     body = await asyncio.to_thread(
-                        lambda: urllib.request.urlopen(  # noqa: S310 - local test server
+                        lambda: urllib.request.urlopen(
                             f"http://127.0.0.1:{port}/readyz", timeout=1).read())
                     break
                 except OSError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
-
 from admin_api import Api
 
 EXPERIMENT_FIELDS = {"id", "public_model_id", "name", "description", "status", "is_archived",

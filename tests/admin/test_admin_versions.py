@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import asyncpg
-from admin_api import API_KEY, ADMIN_TOKEN, Api, start_api, upstream
+from admin_api import ADMIN_TOKEN, API_KEY, Api, start_api, upstream
 
 from abgate.config import Settings
 from abgate.crypto import KeyRing

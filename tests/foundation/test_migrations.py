@@ -40,7 +40,11 @@ async def applied_versions(conn: asyncpg.Connection) -> list[int]:
 
 
 async def advisory_locks_held(conn: asyncpg.Connection) -> int:
-    count: int = await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    """Advisory locks held in this test's database (other databases run other tests)."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
     return count
 
 

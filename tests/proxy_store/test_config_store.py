@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from abgate.routing_protocol import Invalidation, bump_version, channel, snapshot_key
-from proxy import snapshot_loader
+from proxy import config_store, snapshot_loader
 from proxy.config_store import ConfigStore, ConfigUnavailable
 from proxy.snapshot_loader import snapshot_to_json
 
@@ -371,10 +371,15 @@ async def test_the_poll_sees_a_version_committed_after_a_higher_one(
         await eventually(lambda: store.max_version == fast_version, 1.0, "the fast version")
         await slow_tx.commit()
         await eventually(
-            lambda: store._fences.get("preview/a") == slow_version, 1.0, "the slow version"
+            lambda: _snapshot_version(store, "preview/a", slow_version), 1.0, "the slow version"
         )
     finally:
         await slow.close()
+
+
+async def _snapshot_version(store: ConfigStore, public_model_id: str, version: int) -> bool:
+    snapshot = await store.get(public_model_id)
+    return snapshot is not None and snapshot.version == version
 
 
 async def test_membership_and_versions_load_at_start(
@@ -410,7 +415,9 @@ async def test_redis_down_is_skipped_quietly_after_the_first_error(
     make_store: StoreFactory,
     dead_redis: aioredis.Redis,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(config_store, "_REDIS_SKIP_BASE_S", 60.0)
     await create_experiment(db, "preview/a")
     await create_experiment(db, "preview/b")
     store = await make_store(redis=dead_redis, poll_interval_s=60)
@@ -476,7 +483,7 @@ async def test_a_scheduled_version_is_served_once_it_becomes_current(
 ) -> None:
     experiment = await create_experiment(db, "preview/a")
     variant = experiment.variant_ids[0]
-    effective_at = await db.fetchval("SELECT now() + interval '400 milliseconds'")
+    effective_at = await db.fetchval("SELECT now() + interval '1.5 seconds'")
     scheduled = await insert_version(
         db, variant, upstream_json("next-ckpt"), effective_at=effective_at
     )
@@ -488,7 +495,7 @@ async def test_a_scheduled_version_is_served_once_it_becomes_current(
     assert before.valid_until == pytest.approx(effective_at.timestamp())
 
     await eventually(
-        lambda: _version_of_first(store, scheduled), 3.0, "the scheduled version to be served"
+        lambda: _version_of_first(store, scheduled), 5.0, "the scheduled version to be served"
     )
 
 

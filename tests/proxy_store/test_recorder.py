@@ -372,6 +372,23 @@ async def test_close_spools_what_postgres_cannot_take_and_a_restart_replays_it(
     assert metrics[("replayed",)] == 5
 
 
+async def test_a_torn_spool_line_is_counted_as_dropped_on_replay(
+    db: asyncpg.Connection, make_recorder: RecorderFactory, version_id: int, spool_dir: Path
+) -> None:
+    crashed = Spool(str(spool_dir), 1 << 20)
+    crashed.append([make_record(version_id, n) for n in range(2)])
+    [path] = spool_dir.glob("*.spool")
+    with open(path, "ab") as out:
+        out.write(b'{"usage_id": "')  # the process died mid-write
+    crashed.close()
+
+    metrics = recorder_rows()
+    await make_recorder()
+    await eventually(lambda: metrics[("replayed",)] == 2, 5.0, "the replay")
+    assert metrics.delta() == {("replayed",): 2, ("dropped",): 1}
+    assert await usage_count(db) == 2
+
+
 async def test_close_gives_up_after_its_timeout_and_spools_the_rest(
     make_recorder: RecorderFactory,
     version_id: int,
