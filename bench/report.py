@@ -264,7 +264,8 @@ def _cell(row: Row, header: str, field: str, digits: int) -> str:
     if header.startswith("+p50/+p99"):
         if row["added_p50_vs_direct_us"] is None:
             return "-"
-        return f"{_fmt(row['added_p50_vs_direct_us'], 0)} / {_fmt(row['added_p99_vs_direct_us'], 0)}"
+        p50, p99 = row["added_p50_vs_direct_us"], row["added_p99_vs_direct_us"]
+        return f"{_fmt(p50, 0)} / {_fmt(p99, 0)}"
     if header == "rows/served":
         if row["rows_expected"] is None:
             return "-"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -91,22 +93,57 @@ async def _create_database(admin_dsn: str, name: str, template: str | None) -> s
     return with_database(admin_dsn, name)
 
 
+class _Dropper:
+    """Drops finished tests' databases on a background thread.
+
+    DROP DATABASE waits for a checkpoint; doing it off the test's critical path
+    keeps per-test isolation cheap.
+    """
+
+    def __init__(self, admin_dsn: str) -> None:
+        self._admin_dsn = admin_dsn
+        self._names: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="db-dropper", daemon=True)
+        self._thread.start()
+
+    def drop(self, name: str) -> None:
+        self._names.put(name)
+
+    def close(self) -> None:
+        self._names.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (name := self._names.get()) is not None:
+            asyncio.run(_drop(self._admin_dsn, name))
+
+
+@pytest.fixture(scope="session")
+def dropper(services: EmbeddedServices) -> Iterator[_Dropper]:
+    assert services.database_url is not None
+    dropper = _Dropper(services.database_url)
+    yield dropper
+    dropper.close()
+
+
 @pytest.fixture
-async def database_url(services: EmbeddedServices, template_db: str) -> AsyncIterator[str]:
+async def database_url(
+    services: EmbeddedServices, template_db: str, dropper: _Dropper
+) -> AsyncIterator[str]:
     """A fresh, migrated database for this test only."""
     assert services.database_url is not None
     name = f"abgate_t_{uuid.uuid4().hex[:12]}"
     yield await _create_database(services.database_url, name, template_db)
-    await _drop(services.database_url, name)
+    dropper.drop(name)
 
 
 @pytest.fixture
-async def empty_database_url(services: EmbeddedServices) -> AsyncIterator[str]:
+async def empty_database_url(services: EmbeddedServices, dropper: _Dropper) -> AsyncIterator[str]:
     """A fresh database with no schema at all (for migration tests)."""
     assert services.database_url is not None
     name = f"abgate_e_{uuid.uuid4().hex[:12]}"
     yield await _create_database(services.database_url, name, None)
-    await _drop(services.database_url, name)
+    dropper.drop(name)
 
 
 @pytest.fixture
