@@ -67,14 +67,20 @@ __all__ = [
     "MAX_CONTENT_BYTES",
     "BlobStore",
     "CorruptEvidence",
+    "EvidenceDeleted",
+    "EvidenceRef",
+    "EvidenceUnavailable",
     "FileBlobStore",
     "PostgresBlobStore",
     "PromptSink",
     "Remainder",
     "Split",
+    "StoredBody",
     "cap_utf8",
     "delete_unreferenced",
+    "deleting",
     "is_sha256",
+    "load_bodies",
     "open_blob_store",
     "rebuild",
     "sha256_hex",
@@ -654,3 +660,80 @@ def _blob_keys(planned: Sequence[_Planned], matched: set[uuid.UUID]) -> list[str
         if item.split.system_sha256 is not None:
             keys.append(item.split.system_sha256)
     return keys
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+class EvidenceDeleted(Exception):
+    """The request's evidence was wiped (``__deleted__``)."""
+
+
+class EvidenceUnavailable(Exception):
+    """The request's evidence was never captured, or its blobs are gone."""
+
+
+@dataclass(frozen=True)
+class StoredBody:
+    content: bytes
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class EvidenceRef:
+    """The columns of a request row that locate its evidence."""
+
+    request_body_sha256: str
+    body_blob_sha256: str | None
+
+
+async def load_bodies(
+    conn: asyncpg.Connection, store: BlobStore | None, refs: Sequence[EvidenceRef]
+) -> list[StoredBody | Exception]:
+    """Rebuild the sent bodies of ``refs`` with two blob reads for the whole batch.
+
+    Each result is the body, or the exception that explains why there is none:
+    :class:`EvidenceDeleted`, :class:`EvidenceUnavailable` or
+    :class:`CorruptEvidence` (a blob that does not match its hash).
+    """
+    remainder_keys = {r.body_blob_sha256 for r in refs if r.body_blob_sha256 is not None}
+    remainders = await store.get(conn, remainder_keys) if store is not None else {}
+    decoded: dict[str, Remainder | CorruptEvidence] = {}
+    for key, blob in remainders.items():
+        try:
+            if sha256_hex(blob) != key:
+                raise CorruptEvidence("a remainder blob does not match its hash")
+            decoded[key] = Remainder.decode(blob)
+        except CorruptEvidence as exc:
+            decoded[key] = exc
+    system_keys = {
+        r.system for r in decoded.values() if isinstance(r, Remainder) and r.system is not None
+    }
+    systems = await store.get(conn, system_keys) if store is not None and system_keys else {}
+    return [_body_of(ref, decoded, systems) for ref in refs]
+
+
+def _body_of(
+    ref: EvidenceRef,
+    decoded: dict[str, Remainder | CorruptEvidence],
+    systems: dict[str, bytes],
+) -> StoredBody | Exception:
+    if ref.request_body_sha256 == DELETED:
+        return EvidenceDeleted("the prompt evidence of this request was deleted")
+    if ref.request_body_sha256 == FAILED or ref.body_blob_sha256 is None:
+        return EvidenceUnavailable("the prompt evidence of this request was not captured")
+    remainder = decoded.get(ref.body_blob_sha256)
+    if remainder is None:
+        return EvidenceUnavailable("the stored prompt evidence of this request is missing")
+    if isinstance(remainder, CorruptEvidence):
+        return remainder
+    system = systems.get(remainder.system) if remainder.system is not None else None
+    if remainder.spans and system is None:
+        return EvidenceUnavailable("the stored system prompt of this request is missing")
+    try:
+        content = rebuild(remainder, system)
+    except CorruptEvidence as exc:
+        return exc
+    if not remainder.truncated and sha256_hex(content) != ref.request_body_sha256:
+        return CorruptEvidence("the rebuilt body does not match the request's hash")
+    return StoredBody(content, remainder.truncated)

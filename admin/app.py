@@ -2,7 +2,7 @@
 
 Each module registers its own routes (``register_routes(app)``); evidence
 endpoints (stats, request browser, prompt download) plug in the same way by
-adding their module to :data:`ROUTE_MODULES`.
+adding their module to :data:`admin.openapi.EXTENSION_MODULES`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from admin.auth import Authenticator, auth_middleware
 from admin.context import CONTEXT, AdminContext
 from admin.errors import error_middleware
 from admin.metrics import REQUEST_DURATION, REQUESTS, method_label
+from admin.openapi import EXTENSION_MODULES
 from admin.publish import Publisher
 
 __all__ = ["MAX_BODY_BYTES", "ROUTE_MODULES", "STATIC_DIR", "create_app"]
@@ -32,15 +33,14 @@ log = logging.getLogger("abgate.admin")
 # Largest request body: an upstream with a 64 KiB extra_body plus a key fits easily.
 MAX_BODY_BYTES = 1024 * 1024
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-# Modules with a ``register_routes(app)``; optional ones are skipped when absent
-# (they describe their routes in admin.openapi via OPENAPI_PATHS).
+# Modules with a ``register_routes(app)``. The optional ones
+# (admin.openapi.EXTENSION_MODULES) are skipped when absent.
 ROUTE_MODULES: tuple[str, ...] = (
     "admin.health",
     "admin.experiments",
     "admin.variants",
     "admin.audit",
 )
-OPTIONAL_ROUTE_MODULES: tuple[str, ...] = ("admin.stats", "admin.requests")
 _REDIS_TIMEOUT_S = 1.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -60,7 +60,7 @@ async def _metrics_middleware(request: web.Request, handler: Handler) -> web.Str
 def _register_routes(app: web.Application, static_dir: Path | None) -> None:
     for name in ROUTE_MODULES:
         importlib.import_module(name).register_routes(app)
-    for name in OPTIONAL_ROUTE_MODULES:
+    for name in EXTENSION_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

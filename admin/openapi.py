@@ -25,7 +25,7 @@ from admin.validation import (
     WEIGHT_MIN,
 )
 
-__all__ = ["ERROR_CODES", "document"]
+__all__ = ["ERROR_CODES", "EXTENSION_MODULES", "document"]
 
 ERROR_CODES = (
     "BAD_REQUEST", "NOT_FOUND", "CONFLICT", "UNAUTHORIZED", "FORBIDDEN", "INTERNAL_SERVER_ERROR",
@@ -381,15 +381,16 @@ _DOCUMENT: Schema = {
 }
 
 
-# Modules that add routes (admin.app.OPTIONAL_ROUTE_MODULES) describe them with
+# Optional route modules (evidence endpoints): admin.app registers their
+# ``register_routes(app)`` when present, and they describe those routes here with
 # module-level OPENAPI_PATHS and, if they need them, OPENAPI_SCHEMAS.
-_EXTENSION_MODULES: tuple[str, ...] = ("admin.stats", "admin.requests")
+EXTENSION_MODULES: tuple[str, ...] = ("admin.stats", "admin.requests_browser", "admin.rate_cards")
 
 
 def document() -> Schema:
     """A fresh copy of the OpenAPI document (callers may mutate it)."""
     doc = copy.deepcopy(_DOCUMENT)
-    for name in _EXTENSION_MODULES:
+    for name in EXTENSION_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

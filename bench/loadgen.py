@@ -28,9 +28,12 @@ import orjson
 import uvloop
 
 __all__ = [
+    "CheckFailed",
     "LoadResult",
     "LoadSpec",
     "build_body",
+    "check_json",
+    "check_sse",
     "expected_text",
     "parse_result",
     "percentile",
@@ -141,10 +144,11 @@ def expected_text(chunks: int, wording: str = _DEFAULT_WORDING) -> str:
 
 
 class CheckFailed(Exception):
-    pass
+    """An answer is not what the mock sent (content, order, model or framing)."""
 
 
-def _check_json(data: bytes, spec: LoadSpec) -> None:
+def check_json(data: bytes, spec: LoadSpec) -> None:
+    """A non-streamed chat completion with the expected content and model."""
     try:
         payload = orjson.loads(data)
         content = payload["choices"][0]["message"]["content"]
@@ -156,7 +160,8 @@ def _check_json(data: bytes, spec: LoadSpec) -> None:
         raise CheckFailed(f"content {content[:60]!r} is not the expected text")
 
 
-def _check_sse(data: bytes, spec: LoadSpec) -> None:
+def check_sse(data: bytes, spec: LoadSpec) -> None:
+    """A chat stream: JSON events, the expected content in order, ``[DONE]`` last."""
     events = [e for e in data.replace(b"\r\n", b"\n").split(b"\n\n") if e.strip()]
     if not events or events[-1].strip() != b"data: [DONE]":
         raise CheckFailed("stream did not end with data: [DONE]")
@@ -223,7 +228,7 @@ async def _one(session: aiohttp.ClientSession, spec: LoadSpec, body: bytes,
     latency = time.perf_counter() - started
     if status != 200:
         raise CheckFailed(f"status {status}: {data[:160]!r}")
-    (_check_sse if spec.stream else _check_json)(data, spec)
+    (check_sse if spec.stream else check_json)(data, spec)
     if measured:
         tally.latencies.append(latency)
         if ttft is not None:

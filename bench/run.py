@@ -47,6 +47,7 @@ from bench.processes import (
     python_module,
     wait_http,
 )
+from bench.profile_summary import parse_collapsed, render
 from bench.report import aggregate, evaluate_targets, markdown
 from bench.scenarios import DEFAULT_GROUPS, TARGETS, Combo, Group, plan
 from bench.seed import ExperimentSpec, seed_via_admin, seed_via_sql
@@ -172,10 +173,10 @@ async def _start_group(ctx: Context, group: Group) -> Servers:
             servers.urls[target] = servers.processes["abgate"].url + path
             servers.processes[target] = servers.processes["abgate"]
         elif target == "litellm" and ctx.litellm is not None:
-            child = await _start_litellm(ctx, group, mock_url)
-            if child is not None:
-                servers.processes[target] = child
-                servers.urls[target] = child.url + path
+            litellm = await _start_litellm(ctx, group, mock_url)
+            if litellm is not None:
+                servers.processes[target] = litellm
+                servers.urls[target] = litellm.url + path
     await _await_experiment_route(servers, group)
     await _warm_up(ctx, group, servers)
     await _measure_idle_cpu(ctx, group, servers)
@@ -385,6 +386,11 @@ async def _profile(ctx: Context, group: Group, combo: Combo, servers: Servers) -
         ctx.children.stop(spy)
         print(f"  profile {combo.key} ({fmt}): {result.throughput_rps:.0f} req/s -> {target}",
               flush=True)
+        if fmt == "raw" and target.exists():
+            summary = target.with_suffix(".top.txt")
+            with target.open() as handle:
+                summary.write_text(render(parse_collapsed(handle), top=30))
+            print(f"  top functions -> {summary}", flush=True)
 
 
 # ------------------------------------------------------------------ main

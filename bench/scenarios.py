@@ -49,6 +49,7 @@ class Group:
 
 
 def _fast(quick: bool) -> Group:
+    combos: tuple[Combo, ...]
     if quick:
         combos = (Combo(False, KB, 1), Combo(False, KB, 16), Combo(True, KB, 16),
                   Combo(False, 200 * KB, 16))

@@ -1,0 +1,96 @@
+"""The harness's small parts: /proc parsing, the scenario plan, LiteLLM's config, profiles."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from bench import procstat
+from bench.litellm_ref import config_text
+from bench.profile_summary import function_of, parse_collapsed, render
+from bench.run import main as run_main
+from bench.scenarios import Combo, plan
+
+STAT = "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 3 0"
+STATUS = "Name:\tpython\nVmPeak:\t  20000 kB\nVmHWM:\t   12345 kB\nVmRSS:\t   10000 kB\n"
+PROC_STAT = ("cpu  10 0 10 100 0 0 0 0 0 0\n"
+             "cpu0 1 2 3 1000 5 6 7 8 0 0\n"
+             "cpu1 9 9 9 9 9 9 9 9 0 0\n")
+
+
+def test_cpu_ticks_are_utime_plus_stime_even_with_parentheses_in_the_name() -> None:
+    assert procstat.parse_stat_cpu_ticks(STAT) == 250 + 75
+
+
+def test_status_values_are_read_in_kilobytes() -> None:
+    assert procstat.parse_status_kb(STATUS, "VmHWM") == 12345
+    with pytest.raises(KeyError):
+        procstat.parse_status_kb(STATUS, "VmSwap")
+
+
+def test_core_busy_ticks_leave_out_idle_and_iowait() -> None:
+    assert procstat.parse_core_busy_ticks(PROC_STAT, 0) == 1 + 2 + 3 + 6 + 7 + 8
+    with pytest.raises(KeyError):
+        procstat.parse_core_busy_ticks(PROC_STAT, 7)
+
+
+def test_this_process_is_sampled_from_proc() -> None:
+    sample = procstat.sample(os.getpid())
+    assert os.getpid() in procstat.descendants(os.getpid())
+    assert sample.cpu_s > 0 and sample.peak_rss_mb >= sample.rss_mb > 0
+
+
+def test_combo_keys_name_mode_size_and_concurrency() -> None:
+    assert Combo(False, 1024, 16).key == "json-1KB-c16"
+    assert Combo(True, 200 * 1024, 64).key == "stream-200KB-c64"
+
+
+def test_full_plan_covers_every_combination_with_three_repeats() -> None:
+    fast = plan(["fast"], ["direct", "bare"], quick=False)[0]
+    assert len(fast.combos) == 2 * 2 * 3
+    assert fast.repeats >= 3 and 10 <= fast.duration_s <= 15
+    assert fast.targets == ("direct", "bare")
+
+
+def test_quick_plan_is_short_and_runs_once() -> None:
+    groups = {g.name: g for g in plan(["fast", "paced", "memory"], ["experiment"], quick=True)}
+    assert groups["fast"].duration_s == 3 and groups["fast"].repeats == 1
+    assert groups["memory"].repeats == 3  # growth needs consecutive runs even when quick
+    assert groups["memory"].combos[0].concurrency == 1000
+
+
+def test_a_group_without_any_requested_target_is_dropped() -> None:
+    assert [g.name for g in plan(["fast", "memory"], ["litellm"], quick=True)] == ["fast"]
+
+
+def test_unknown_scenarios_are_refused_before_anything_starts(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(["--scenarios", "fastest"]) == 2
+    assert "unknown scenario group or target: fastest" in capsys.readouterr().err
+
+
+def test_litellm_gets_two_weighted_deployments_of_one_model_on_the_same_upstream() -> None:
+    config = json.loads(config_text("bench/preview", "http://127.0.0.1:9/v1", (3, 1)))
+    deployments = config["model_list"]
+    assert {d["model_name"] for d in deployments} == {"bench/preview"}
+    assert [d["litellm_params"]["weight"] for d in deployments] == [3, 1]
+    assert {d["litellm_params"]["api_base"] for d in deployments} == {"http://127.0.0.1:9/v1"}
+
+
+def test_profile_frames_are_merged_per_function() -> None:
+    assert function_of("handle (proxy/experiment.py:200)") == "proxy/experiment.py:handle"
+    assert function_of("<frozen runpy>") == "<frozen runpy>"
+
+
+def test_profile_summary_counts_self_and_inclusive_samples_without_idle_threads() -> None:
+    profile = parse_collapsed([
+        "main (a.py:1);handle (b.py:2);decrypt (c.py:3) 3\n",
+        "main (a.py:1);handle (b.py:9) 1\n",
+        "_bootstrap (threading.py:1);_worker (concurrent/futures/thread.py:81) 50\n",
+    ])
+    assert profile.total == 4
+    assert profile.self_samples["c.py:decrypt"] == 3
+    assert profile.inclusive_samples["b.py:handle"] == 4
+    assert "75.0%  c.py:decrypt" in render(profile)
