@@ -1,4 +1,3 @@
-# ruff: noqa: S608 - SQL here is built from constants only; every value is a bound parameter.
 """The content-addressed prompt store: what was sent upstream, kept once.
 
 Every blob is keyed by the SHA-256 (lowercase hex) of its own bytes. One
@@ -267,7 +266,8 @@ def split(content: bytes, system: bytes | None, *, truncated: bool = False) -> S
     """
     system_blob = system if system is not None and len(system) <= MAX_CONTENT_BYTES else None
     system_sha = sha256_hex(system_blob) if system_blob is not None else None
-    layout, spans = "whole", ()
+    layout = "whole"
+    spans: tuple[tuple[int, int], ...] = ()
     if system_blob is not None:
         for way, pieces in _pieces(system_blob):
             found = _find_spans(content, pieces)

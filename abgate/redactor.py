@@ -28,6 +28,7 @@ patterns when there are any, so an export says exactly what was applied.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -48,29 +49,36 @@ ENTROPY_THRESHOLD_TWO_CLASSES = 4.0
 HEX_MIN_LENGTH = 32
 _IDENTITY_FIELDS = ("user", "safety_identifier")
 
-# (kind, pattern, replacement); a replacement may keep groups of the match.
-_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
-    (kind, re.compile(pattern), replacement or f"[REDACTED:{kind}]")
-    for kind, pattern, replacement in (
+# (kind, pattern, replacement, triggers): a rule runs only when one of its trigger
+# substrings occurs in the text (lower-cased for the case-insensitive rules), which
+# skips most regex scans; a replacement may keep groups of the match.
+_RULES: tuple[tuple[str, re.Pattern[str], str, tuple[str, ...], bool], ...] = tuple(
+    (kind, re.compile(pattern), replacement or f"[REDACTED:{kind}]", triggers, lower)
+    for kind, pattern, replacement, triggers, lower in (
         ("private_key",
          r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?"
-         r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)", None),
-        ("anthropic_key", r"sk-ant-[A-Za-z0-9_\-]{8,}", None),
-        ("openai_key", r"\bsk-[A-Za-z0-9_\-]{16,}", None),
-        ("aws_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", None),
-        ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})", None),
-        ("slack_token", r"\bxox[abposr]-[A-Za-z0-9\-]{8,}", None),
-        ("jwt", r"\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*", None),
-        ("bearer", r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/\-]{8,}=*", r"\1[REDACTED:bearer]"),
+         r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)", None, ("PRIVATE KEY-----",), False),
+        ("anthropic_key", r"sk-ant-[A-Za-z0-9_\-]{8,}", None, ("sk-ant-",), False),
+        ("openai_key", r"\bsk-[A-Za-z0-9_\-]{16,}", None, ("sk-",), False),
+        ("aws_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", None, ("AKIA", "ASIA"), False),
+        ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})", None,
+         ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), False),
+        ("slack_token", r"\bxox[abposr]-[A-Za-z0-9\-]{8,}", None, ("xox",), False),
+        ("jwt", r"\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*", None, ("eyJ",),
+         False),
+        ("bearer", r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/\-]{8,}=*", r"\1[REDACTED:bearer]",
+         ("bearer",), True),
         ("credential",
          r"(?i)\b(api[_-]?key|secret|password|passwd|token|access[_-]?key)"
          r"([\"']?\s*[:=]\s*[\"']?)[^\s\"',;]{6,}",
-         r"\1\2[REDACTED:credential]"),
-        ("email", r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}", None),
+         r"\1\2[REDACTED:credential]",
+         ("key", "secret", "passw", "passwd", "token"), True),
+        ("email", r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}", None,
+         ("@",), False),
     )
 )
-_TOKEN_RE = re.compile(r"[A-Za-z0-9+/=_\-]{%d,}" % ENTROPY_MIN_LENGTH)
-_HEX_RE = re.compile(r"[0-9a-fA-F]{%d,}" % HEX_MIN_LENGTH)
+_TOKEN_RE = re.compile(rf"[A-Za-z0-9+/=_\-]{{{ENTROPY_MIN_LENGTH},}}")
+_HEX_RE = re.compile(rf"[0-9a-fA-F]{{{HEX_MIN_LENGTH},}}")
 
 
 def shannon_entropy(text: str) -> float:
@@ -121,16 +129,28 @@ class Redactor:
             try:
                 custom.append(re.compile(pattern))
             except re.error as exc:
-                raise ValueError(f"redact pattern {pattern!r} is not a valid regex: {exc}") from None
+                raise ValueError(
+                    f"redact pattern {pattern!r} is not a valid regex: {exc}"
+                ) from None
         self._custom = tuple(custom)
+        # System prompts repeat across a whole export: redact each distinct text once.
+        self.redact_text = functools.lru_cache(maxsize=4096)(self._redact_text)  # type: ignore[method-assign]
         self.version = REDACTOR_VERSION
         if extra_patterns:
             digest = hashlib.sha256(orjson.dumps(list(extra_patterns))).hexdigest()[:12]
             self.version += f"+custom.{digest}"
 
     def redact_text(self, text: str) -> str:
-        for _, pattern, replacement in _RULES:
-            text = pattern.sub(replacement, text)
+        """``text`` with every match of every rule replaced (cached per instance)."""
+        return self._redact_text(text)
+
+    def _redact_text(self, text: str) -> str:
+        lowered = text.lower()
+        for _, pattern, replacement, triggers, lower in _RULES:
+            haystack = lowered if lower else text
+            if any(trigger in haystack for trigger in triggers):
+                text = pattern.sub(replacement, text)
+                lowered = text.lower()
         for pattern in self._custom:
             text = pattern.sub("[REDACTED:custom]", text)
         return _TOKEN_RE.sub(

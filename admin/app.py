@@ -109,6 +109,7 @@ def create_app(settings: Settings, *, static_dir: Path | None = STATIC_DIR) -> w
     )
     app.cleanup_ctx.append(_resources(settings))
     _register_routes(app, static_dir)
+    importlib.import_module("admin.maintenance").register(app)  # partitions, retention, SRM
     return app
 
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from admin.audit import record
 from admin.context import actor, context
 from admin.errors import BadRequest, Conflict
+from admin.evidence_openapi import error, obj, ok, op, query, ref
 from admin.http import json_response, read_json
 from admin.query_params import optional_text, parse_timestamp
 
@@ -138,3 +139,55 @@ async def create_rate_card(request: web.Request) -> web.Response:
 def register_routes(app: web.Application) -> None:
     app.router.add_get("/api/rate-cards", list_rate_cards)
     app.router.add_post("/api/rate-cards", create_rate_card)
+
+
+# -- OpenAPI (merged by admin/openapi.py) ----------------------------------------------
+
+_PRICE = {"type": "integer", "minimum": 0, "maximum": PRICE_MAX,
+          "description": "microdollars per million tokens"}
+_TEXT = {"type": "string", "minLength": 1, "maxLength": TEXT_MAX}
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "RateCard": obj({
+        "id": {"type": "integer"},
+        "provider": {"type": "string"},
+        "model": {"type": "string"},
+        "effective_from": {"type": "string", "format": "date-time"},
+        **{name: {"type": "integer"} for name in _PRICES},
+        "created_by": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+    }),
+    "RateCardList": obj({"rate_cards": {"type": "array", "items": ref("RateCard")}}),
+    "RateCardCreate": {
+        **obj(
+            {
+                "provider": {**_TEXT, "description": "the upstream base_url's host name"},
+                "model": {**_TEXT, "description": "the upstream internal_id"},
+                "effective_from": {"type": "string", "format": "date-time",
+                                   "description": "with a UTC offset; default now"},
+                **{name: _PRICE for name in _PRICES},
+            },
+            _REQUIRED,
+        ),
+        "examples": [{"provider": "api.partner.example", "model": "partner/checkpoint-2025-01",
+                      "effective_from": "2025-01-01T00:00:00Z",
+                      "input_per_1m_microdollars": 3_000_000,
+                      "output_per_1m_microdollars": 15_000_000,
+                      "cache_read_per_1m_microdollars": 300_000}],
+    },
+}
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/rate-cards": {
+        "get": op(
+            "Rate cards (insert-only price history), newest first per model",
+            {"200": ok("Rate cards", ref("RateCardList")),
+             "400": error("Invalid query parameter")},
+            params=[query("provider", _TEXT), query("model", _TEXT)],
+        ),
+        "post": op(
+            "Add a rate card (admin)",
+            {"201": ok("The new card", ref("RateCard")),
+             "409": error("A card for this provider, model and effective_from exists")},
+            body="RateCardCreate", write=True,
+        ),
+    },
+}

@@ -46,6 +46,7 @@ from abgate.prompt_store import (
 from admin.audit import record
 from admin.context import actor, context
 from admin.errors import ApiError, BadRequest, InternalError, NotFound
+from admin.evidence_openapi import error, nullable, obj, ok, op, query, ref
 from admin.http import json_response
 from admin.query_params import (
     optional_id,
@@ -128,7 +129,9 @@ def parse_request_query(query: Mapping[str, str]) -> RequestQuery:
                "request_kind", "outcome", "body_state", "limit", "cursor"}
     unknown = sorted(set(query) - allowed)
     if unknown:
-        raise BadRequest(f"unknown parameter {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+        raise BadRequest(
+            f"unknown parameter {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
+        )
     cursor = query.get("cursor")
     return RequestQuery(
         experiment_id=optional_uuid(query, "experiment_id"),
@@ -297,3 +300,71 @@ async def download_prompt(request: web.Request) -> web.StreamResponse:
 def register_routes(app: web.Application) -> None:
     app.router.add_get("/api/requests", list_requests)
     app.router.add_get("/api/requests/{usage_id}/prompt", download_prompt)
+
+
+# -- OpenAPI (merged by admin/openapi.py) ----------------------------------------------
+
+_HASH = {"type": "string", "pattern": "^([0-9a-f]{64}|__absent__|__failed__|__deleted__)$"}
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "RequestRow": obj({
+        "usage_id": {"type": "string", "format": "uuid"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "experiment_id": {"type": "string", "format": "uuid"},
+        "variant_id": {"type": "integer"},
+        "label": {"type": "string"},
+        "variant_version_id": {"type": "integer"},
+        "subject_kind": {"type": "string", "enum": ["user", "machine", "ip"]},
+        "client_request_id": nullable({"type": "string"}),
+        "request_kind": {"type": "string", "enum": list(REQUEST_KINDS)},
+        "status_code": {"type": "integer"},
+        "outcome": {"type": "string", "enum": list(OUTCOMES)},
+        "cancelled": {"type": "boolean"},
+        "streamed": {"type": "boolean"},
+        "latency_ms": {"type": "integer"},
+        "ttft_ms": nullable({"type": "integer"}),
+        "input_tokens": {"type": "integer"},
+        "output_tokens": {"type": "integer"},
+        "cache_read_tokens": {"type": "integer"},
+        "cache_write_tokens": {"type": "integer"},
+        "market_cost_microdollars": {"type": "integer"},
+        "system_prompt_sha256": _HASH,
+        "request_body_sha256": _HASH,
+        "was_truncated": {"type": "boolean"},
+        "body_state": {"type": "string", "enum": list(BODY_STATES)},
+    }),
+    "RequestPage": obj({
+        "requests": {"type": "array", "items": ref("RequestRow")},
+        "next_cursor": nullable({"type": "string"}),
+    }),
+}
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/requests": {"get": op(
+        "Request rows, newest first (never a subject value, user id or key)",
+        {"200": ok("A page of request rows", ref("RequestPage")),
+         "400": error("Invalid filter, limit or cursor")},
+        params=[
+            query("experiment_id", {"type": "string", "format": "uuid"}),
+            query("variant_id", {"type": "integer", "minimum": 1}),
+            query("variant_version_id", {"type": "integer", "minimum": 1}),
+            query("client_request_id", {"type": "string", "maxLength": 500}),
+            query("request_kind", {"type": "string", "enum": list(REQUEST_KINDS)}),
+            query("outcome", {"type": "string", "enum": list(OUTCOMES)}),
+            query("body_state", {"type": "string", "enum": list(BODY_STATES)}),
+            query("limit", {"type": "integer", "minimum": LIMIT_MIN, "maximum": LIMIT_MAX,
+                            "default": LIMIT_DEFAULT}),
+            query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+        ],
+    )},
+    "/api/requests/{usage_id}/prompt": {"get": op(
+        "Download the exact request body sent upstream (audited)",
+        {"200": {"description": "The body (application/json), or the stored first 4 MiB of "
+                                "a truncated one (text/plain, a .part file)",
+                 "content": {"application/json": {"schema": {}},
+                             "text/plain": {"schema": {"type": "string"}}}},
+         "404": error("No such request, or its evidence was not captured"),
+         "410": error("The evidence was deleted (wipe-user)"),
+         "500": error("The stored evidence does not match its hash")},
+        params=[{"name": "usage_id", "in": "path", "required": True,
+                 "schema": {"type": "string", "format": "uuid"}}],
+    )},
+}

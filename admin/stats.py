@@ -38,6 +38,7 @@ from prometheus_client import Gauge
 
 from admin.context import context
 from admin.errors import BadRequest, NotFound
+from admin.evidence_openapi import error, nullable, obj, ok, op, query, ref
 from admin.http import json_response
 from admin.query_params import ceil_hour, floor_hour, optional_timestamp, path_uuid
 from admin.stats_math import Srm, newcombe_difference, percentile, sample_ratio_mismatch
@@ -198,7 +199,10 @@ JOIN model_experiment_variant v ON v.id = x.variant_id
 WHERE v.experiment_id = $1
 ORDER BY x.variant_id, x.effective_at, x.id
 """
-_HOURS = "hour >= coalesce($2::timestamptz, '-infinity') AND hour < coalesce($3::timestamptz, 'infinity')"
+_HOURS = (
+    "hour >= coalesce($2::timestamptz, '-infinity') "
+    "AND hour < coalesce($3::timestamptz, 'infinity')"
+)
 _TOTALS_SQL = f"""
 SELECT variant_version_id, allocation_subject,
        sum(requests)::bigint AS requests, sum(errors)::bigint AS errors,
@@ -434,3 +438,91 @@ async def get_stats(request: web.Request) -> web.Response:
 def register_routes(app: web.Application) -> None:
     app.router.add_get("/api/experiments/{id}/stats", get_stats)
 
+
+
+# -- OpenAPI (merged by admin/openapi.py) ----------------------------------------------
+
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
+_RATE = nullable({"type": "number", "minimum": 0, "maximum": 1})
+_PERCENTILES = obj({"p50": nullable({"type": "integer"}), "p95": nullable({"type": "integer"})})
+_DIFFERENCE = nullable(obj({
+    "difference": {"type": "number"},
+    "ci95": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+}))
+_GROUP = {
+    "totals": ref("StatsMetrics"),
+    "by_subject_kind": obj({kind: ref("StatsMetrics") for kind in SUBJECT_KINDS}),
+}
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "StatsMetrics": obj({
+        "requests": _COUNT,
+        "unique_subjects": _COUNT,
+        "unique_client_request_ids": _COUNT,
+        "errors": _COUNT,
+        "error_rate": _RATE,
+        "latency_ms": _PERCENTILES,
+        "ttft_ms": _PERCENTILES,
+        "input_tokens": _COUNT,
+        "output_tokens": _COUNT,
+        "market_cost_microdollars": {"type": "integer"},
+        "feedback": obj({"up": _COUNT, "down": _COUNT, "thumbs_up_rate": _RATE}),
+    }),
+    "Stats": obj({
+        "experiment_id": {"type": "string", "format": "uuid"},
+        "status": {"type": "string"},
+        "window": obj({
+            "since": nullable({"type": "string", "format": "date-time"}),
+            "until": nullable({"type": "string", "format": "date-time"}),
+            "grain": {"type": "string", "enum": ["hour"]},
+        }),
+        "generated_at": {"type": "string", "format": "date-time"},
+        "versions": {"type": "array", "items": obj({
+            "variant_version_id": {"type": "integer"},
+            "variant_id": {"type": "integer"},
+            "label": {"type": "string"},
+            "internal_id": nullable({"type": "string"}),
+            "effective_at": {"type": "string", "format": "date-time"},
+            **_GROUP,
+        })},
+        "variants": {"type": "array", "items": obj({
+            "variant_id": {"type": "integer"},
+            "label": {"type": "string"},
+            "weight": {"type": "integer"},
+            "share": {"type": "number"},
+            **_GROUP,
+        })},
+        "srm": obj({
+            "variant_ids": {"type": "array", "items": {"type": "integer"}},
+            "ok": {"type": "boolean"},
+            "p_value": nullable({"type": "number"}),
+            "chi2": nullable({"type": "number"}),
+            "expected": {"type": "array", "items": {"type": "number"}},
+            "observed": {"type": "array", "items": {"type": "integer"}},
+            "threshold": {"type": "number"},
+        }),
+        "comparisons": {"type": "array", "items": obj({
+            "variant_id": {"type": "integer"},
+            "label": {"type": "string"},
+            "baseline_variant_id": {"type": "integer"},
+            "baseline_label": {"type": "string"},
+            "error_rate": _DIFFERENCE,
+            "thumbs_up_rate": _DIFFERENCE,
+        })},
+    }),
+}
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/experiments/{id}/stats": {"get": op(
+        "Live stats per variant version and variant, with SRM check and comparisons",
+        {"200": ok("Stats of the whole hours in the window", ref("Stats")),
+         "400": error("Invalid since/until"),
+         "404": error("No such experiment (also for a malformed id)")},
+        params=[
+            {"name": "id", "in": "path", "required": True,
+             "schema": {"type": "string", "format": "uuid"}},
+            query("since", {"type": "string", "format": "date-time"},
+                  "rounded down to the hour; with a UTC offset"),
+            query("until", {"type": "string", "format": "date-time"},
+                  "rounded up to the hour; with a UTC offset"),
+        ],
+    )},
+}

@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import uvloop
 
 from abgate.config import parse_encryption_keys
 from abgate.crypto import KeyRing, generate_key_entry
@@ -96,9 +97,6 @@ def describe_machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu_model = line.split(":", 1)[1].strip()
                 break
-    import aiohttp as aiohttp_module
-    import uvloop
-
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR,
                                 capture_output=True, text=True, check=False).stdout.strip()
@@ -109,7 +107,7 @@ def describe_machine() -> dict[str, Any]:
         "cpu_model": cpu_model,
         "python": platform.python_version(),
         "kernel": platform.release(),
-        "aiohttp": aiohttp_module.__version__,
+        "aiohttp": aiohttp.__version__,
         "uvloop": uvloop.__version__,
         "git_commit": commit or "unknown",
         "load_average_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
@@ -368,24 +366,25 @@ def _progress(run: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ profile
 
 
-async def _profile(ctx: Context, group: Group, combo: Combo, servers: Servers) -> None:
-    """Run the experiment route under py-spy: a flame graph and a top-functions list."""
-    server = servers.processes["experiment"]
+async def _profile(ctx: Context, group: Group, combo: Combo, route: str,
+                   servers: Servers) -> None:
+    """Load one route under py-spy: a flame graph and a top-functions list."""
+    server = servers.processes[route]
     out = Path(ctx.args.profile_dir)
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the load
     seconds = int(group.warmup_s + group.duration_s)
     for fmt, suffix in (("flamegraph", "svg"), ("raw", "txt")):
-        target = out / f"profile-{combo.key}.{suffix}"
-        spy = ctx.children.spawn(f"py-spy-{combo.key}-{fmt}", pinned(CLIENT_CORE, [
+        target = out / f"profile-{route}-{combo.key}.{suffix}"
+        spy = ctx.children.spawn(f"py-spy-{route}-{combo.key}-{fmt}", pinned(CLIENT_CORE, [
             str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid),
             "--rate", "200", "--duration", str(seconds), "--format", fmt, "-o", str(target)]))
         await asyncio.sleep(0.5)
-        result = await _run_loadgen(_loadgen_argv(ctx, group, combo, "experiment",
-                                                  servers.urls["experiment"]), seconds + 180)
+        result = await _run_loadgen(_loadgen_argv(ctx, group, combo, route,
+                                                  servers.urls[route]), seconds + 180)
         await asyncio.get_running_loop().run_in_executor(None, spy.process.wait)
         ctx.children.stop(spy)
-        print(f"  profile {combo.key} ({fmt}): {result.throughput_rps:.0f} req/s -> {target}",
-              flush=True)
+        print(f"  profile {route} {combo.key} ({fmt}): {result.throughput_rps:.0f} req/s "
+              f"-> {target}", flush=True)
         if fmt == "raw" and target.exists():
             summary = target.with_suffix(".top.txt")
             with target.open() as handle:
@@ -403,7 +402,8 @@ async def _run_group(ctx: Context, group: Group) -> None:
         targets = [t for t in group.targets if t in servers.urls]
         if group.name == "profile":
             for combo in group.combos:
-                await _profile(ctx, group, combo, servers)
+                for route in targets:
+                    await _profile(ctx, group, combo, route, servers)
             return
         for combo in group.combos:
             for repeat in range(group.repeats):
@@ -456,6 +456,7 @@ async def _main(args: argparse.Namespace) -> int:
            "ABGATE_ALLOW_INSECURE_UPSTREAM": "1", "PYTHONUNBUFFERED": "1"}
     ctx = Context(args, children, services, env,
                   {g.name: free_port() for g in groups}, litellm)
+    seeded_by = "not seeded"
     try:
         specs = [ExperimentSpec(g.public_model_id, f"http://127.0.0.1:{ctx.mock_ports[g.name]}/v1",
                                 WEIGHTS) for g in groups]
@@ -465,10 +466,10 @@ async def _main(args: argparse.Namespace) -> int:
             await _run_group(ctx, group)
     except Exception as exc:  # a broken run still writes what it measured
         ctx.problems.append(f"FAIL: run aborted: {type(exc).__name__}: {exc}")
-        seeded_by = locals().get("seeded_by", "not seeded")
     finally:
         children.stop_all()
         await services.close()
+    machine["load_average_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     rows = aggregate(ctx.runs)
     report = {
         "started_at": started.isoformat(timespec="seconds"),

@@ -79,9 +79,9 @@ def _memory(quick: bool) -> Group:
 
 
 def _profile(quick: bool) -> Group:
-    return Group("profile", "experiment route under py-spy (not a measurement)",
-                 ("--chunks", "20"), 20, ("experiment",),
-                 (Combo(False, KB, 16), Combo(True, KB, 16)),
+    return Group("profile", "abgate under py-spy (not a measurement)",
+                 ("--chunks", "20"), 20, ("passthrough", "experiment"),
+                 (Combo(False, KB, 16), Combo(True, KB, 16), Combo(False, 200 * KB, 16)),
                  8.0 if quick else 20.0, 1.0, 1)
 
 

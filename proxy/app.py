@@ -28,7 +28,8 @@ from aiohttp import web
 from abgate.config import Settings
 from abgate.crypto import KeyRing
 from abgate.db import create_pool
-from proxy import health, passthrough
+from abgate.evidence_sink import evidence_sink
+from proxy import feedback, health, passthrough
 from proxy.config_store import ConfigStore
 from proxy.errors import PayloadTooLarge, ProxyError, Unavailable
 from proxy.experiment import CLIENT_CLOSED, ExperimentHandler, count_request, error_response
@@ -233,6 +234,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz_handler(not_ready))
     app.router.add_get("/metrics", health.metrics)
+    feedback.add_routes(app, settings)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 
@@ -265,6 +267,7 @@ def _resources(
         store = ConfigStore(pool, redis, settings.redis_namespace)
         spool = Spool(settings.spool_dir, settings.spool_max_bytes)
         recorder = Recorder(pool, spool)
+        recorder.prompt_sink = evidence_sink(pool, settings.prompt_store)
         clients = UpstreamClients.create(allow_insecure_upstream=settings.allow_insecure_upstream)
         experiment = ExperimentHandler(
             settings=settings,

@@ -63,10 +63,11 @@ function shortTime(ms) {
 }
 
 /**
- * An SVG chart of `value(bucket)` per version. `series` is [{versionId, name, color}].
+ * An SVG chart of `value(bucket)` per version. `series` is [{versionId, name, color}];
+ * `ceiling` caps the y axis (1 for rates).
  * Buckets whose value is missing are skipped (the line joins its neighbours).
  */
-export function lineChart({ title, buckets, series, value, format }) {
+export function lineChart({ title, buckets, series, value, format, ceiling = Infinity }) {
   const plotted = buckets.filter((b) => value(b) !== undefined);
   const root = svg("svg", {
     viewBox: `0 0 ${WIDTH} ${HEIGHT}`, class: "chart", role: "img", "aria-label": title,
@@ -84,7 +85,7 @@ export function lineChart({ title, buckets, series, value, format }) {
     tMin -= MINUTE;
     tMax += MINUTE;
   }
-  const yMax = Math.max(...plotted.map(value)) * 1.1 || 1;
+  const yMax = Math.min(ceiling, Math.max(...plotted.map(value)) * 1.1) || 1;
   const x = (t) => PAD.left + ((t - tMin) / (tMax - tMin)) * innerW;
   const y = (v) => PAD.top + innerH - (v / yMax) * innerH;
 
@@ -115,5 +116,9 @@ export function lineChart({ title, buckets, series, value, format }) {
 /** The colour key shared by the charts. */
 export function legend(series) {
   return h("ul", { class: "legend", "aria-label": "Chart legend" },
-    series.map((s) => h("li", {}, h("span", { class: "swatch", style: `background:${s.color}` }), s.name)));
+    series.map((s) => {
+      const swatch = h("span", { class: "swatch" });
+      swatch.setAttribute("style", `background:${s.color}`);
+      return h("li", {}, swatch, s.name);
+    }));
 }

@@ -77,7 +77,7 @@ function requestRow(row, index) {
     h("td", {}, pick(row, "variant_label", "label") ?? meta.label ?? "—",
       h("span", { class: "muted" }, versionId !== undefined ? ` #${versionId}` : "")),
     h("td", {}, row.request_kind ?? "—"),
-    h("td", {}, row.allocation_subject ?? "—"),
+    h("td", {}, pick(row, "subject_kind", "allocation_subject") ?? "—"),
     h("td", {}, row.client_request_id ? h("code", {}, row.client_request_id) : "—"),
     outcomeCell(row),
     h("td", { class: "num" }, fmtMs(row.latency_ms), h("div", { class: "muted" }, `ttft ${fmtMs(row.ttft_ms)}`)),

@@ -4,30 +4,58 @@
 
 import { asNumber, pick } from "./dom.js";
 
-/** One row per variant version, whatever nesting the server used. */
-export function versionRows(stats) {
+export const SUBJECT_KINDS = ["user", "machine", "ip"];
+
+/**
+ * One row per variant version, whatever nesting the server used. `subjectKind`
+ * (user, machine or ip) picks that kind's numbers from `by_subject_kind`.
+ */
+export function versionRows(stats, subjectKind = "") {
   if (!stats || typeof stats !== "object") return [];
+  const normalize = (row, variant) => normalizeRow(row, variant, subjectKind);
   const flat = pick(stats, "versions", "variant_versions", "by_version", "rows");
-  if (Array.isArray(flat)) return flat.map((row) => normalizeRow(row, {}));
+  if (Array.isArray(flat)) return flat.map((row) => normalize(row, {}));
   const variants = pick(stats, "variants", "by_variant");
   if (!Array.isArray(variants)) return [];
   const rows = [];
   for (const variant of variants) {
     const versions = pick(variant, "versions", "variant_versions", "by_version");
     if (Array.isArray(versions)) {
-      for (const version of versions) rows.push(normalizeRow(version, variant));
+      for (const version of versions) rows.push(normalize(version, variant));
     } else {
-      rows.push(normalizeRow(variant, variant));
+      rows.push(normalize(variant, variant));
     }
   }
   return rows;
+}
+
+/** The metrics object of a row: one subject kind's, the totals, or the row itself. */
+function metricsOf(raw, subjectKind) {
+  const byKind = raw && raw.by_subject_kind;
+  if (subjectKind) {
+    const own = byKind && typeof byKind === "object" ? byKind[subjectKind] : undefined;
+    return own && typeof own === "object" ? { ...raw, ...own } : {};
+  }
+  return raw && typeof raw.totals === "object" && raw.totals !== null ? { ...raw, ...raw.totals } : raw;
+}
+
+/** The fields naming a row (kept whichever metrics are shown). */
+function identityOf(raw) {
+  const out = {};
+  for (const key of ["variant_version_id", "version_id", "version", "id", "variant_id", "variant",
+    "label", "variant_label", "internal_id", "upstream"]) {
+    if (raw && key in raw) out[key] = raw[key];
+  }
+  return out;
 }
 
 function num(obj, ...paths) {
   return asNumber(pick(obj, ...paths));
 }
 
-function normalizeRow(row, variant) {
+function normalizeRow(raw, variant, subjectKind) {
+  const metrics = metricsOf(raw, subjectKind);
+  const row = { ...metrics, ...identityOf(raw) };
   const requests = num(row, "requests", "request_count", "count");
   const errors = num(row, "errors", "error_count", "errors.count");
   let errorRate = num(row, "error_rate", "errors.rate");
@@ -60,10 +88,17 @@ function normalizeRow(row, variant) {
 export function srmOf(stats) {
   const srm = stats && typeof stats === "object" ? stats.srm : undefined;
   if (!srm || typeof srm !== "object") return null;
+  const pValue = asNumber(pick(srm, "p_value", "p"));
+  let ok = srm.ok === false ? false : srm.ok === true ? true : null;
+  // ok with no p-value: there was nothing to test yet (no subjects, or one variant).
+  if (ok === true && pValue === undefined) ok = null;
   return {
-    ok: srm.ok === false ? false : srm.ok === true ? true : null,
-    pValue: asNumber(pick(srm, "p_value", "p")),
+    ok,
+    pValue,
     chiSquare: asNumber(pick(srm, "chi_square", "chi2", "statistic")),
+    observed: Array.isArray(srm.observed) ? srm.observed : [],
+    expected: Array.isArray(srm.expected) ? srm.expected : [],
+    variantIds: Array.isArray(srm.variant_ids) ? srm.variant_ids : [],
     reason: pick(srm, "reason", "message", "note"),
   };
 }

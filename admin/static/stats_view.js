@@ -6,7 +6,7 @@ import { PALETTE, bucketPoints, legend, lineChart, requestPoint } from "./chart.
 import {
   errorBox, fmtClock, fmtInt, fmtMs, fmtP, fmtPct, h, replaceChildren,
 } from "./dom.js";
-import { comparisonsOf, serverSeries, srmOf, versionRows } from "./stats.js";
+import { SUBJECT_KINDS, comparisonsOf, serverSeries, srmOf, versionRows } from "./stats.js";
 
 export const REFRESH_MS = 5000;
 const CHART_PAGES = 3; // newest 300 requests feed the charts when the server sends no series
@@ -25,13 +25,25 @@ function versionIndex(exp) {
   return index;
 }
 
-function srmBanner(srm) {
+/** "A 150 (expected 100), B 50 (expected 100)" when the server sent the counts. */
+function srmCounts(srm, exp) {
+  const labels = new Map((Array.isArray(exp.variants) ? exp.variants : []).map((v) => [String(v.id), v.label]));
+  if (!srm.observed.length || srm.observed.length !== srm.expected.length) return "";
+  return srm.observed.map((o, i) => {
+    const label = labels.get(String(srm.variantIds[i])) ?? `variant ${i + 1}`;
+    return `${label} ${fmtInt(o)} (expected ${fmtInt(srm.expected[i])})`;
+  }).join(", ");
+}
+
+function srmBanner(srm, exp) {
   if (!srm) return h("p", { class: "muted" }, "No sample-ratio check in this response.");
   if (srm.ok === false) {
+    const counts = srmCounts(srm, exp);
     return h("div", { class: "banner warn", role: "alert", id: "srm-banner" },
       h("strong", {}, "Sample ratio mismatch. "),
       `Unique subjects per variant do not match the weights (p = ${fmtP(srm.pValue)}). `,
-      "Assignment or recording may be broken: do not trust the comparisons until this is explained.");
+      "Assignment or recording may be broken: do not trust the comparisons until this is explained.",
+      counts ? h("div", { class: "srm-counts" }, `Unique subjects: ${counts}.`) : null);
   }
   if (srm.ok === true) {
     return h("p", { class: "banner ok", id: "srm-ok" }, `Sample ratio check passed (p = ${fmtP(srm.pValue)}).`);
@@ -40,7 +52,7 @@ function srmBanner(srm) {
 }
 
 function statsTable(rows, index) {
-  if (!rows.length) return h("p", { class: "empty", id: "stats-empty" }, "No requests recorded yet.");
+  if (!rows.length) return h("p", { class: "empty", id: "stats-empty" }, "No variant versions yet.");
   const head = ["Variant", "Version", "Requests", "Unique subjects", "Errors", "Latency p50 / p95",
     "TTFT p50 / p95", "Tokens in / out", "Feedback up / down (rate)"];
   return h("div", { class: "table-scroll" }, h("table", { class: "table", id: "stats-table" },
@@ -112,7 +124,7 @@ function charts({ buckets }, index) {
       lineChart({ title: "Latency p50 over time per version", buckets, series, value: (b) => b.latencyP50, format: fmtMs }),
       h("figcaption", {}, "Latency p50 (ms)")),
     h("figure", {},
-      lineChart({ title: "Error rate over time per version", buckets, series, value: (b) => b.errorRate, format: (v) => fmtPct(v, 0) }),
+      lineChart({ title: "Error rate over time per version", buckets, series, value: (b) => b.errorRate, format: (v) => fmtPct(v, 0), ceiling: 1 }),
       h("figcaption", {}, "Error rate")),
     legend(series));
 }
@@ -120,6 +132,9 @@ function charts({ buckets }, index) {
 export function renderStats(container, exp) {
   const index = versionIndex(exp);
   const auto = h("input", { type: "checkbox", id: "stats-auto", checked: true });
+  const kindSelect = h("select", { id: "stats-subject-kind" },
+    h("option", { value: "" }, "All subjects"),
+    SUBJECT_KINDS.map((kind) => h("option", { value: kind }, `${kind} subjects only`)));
   const refreshButton = h("button", { type: "button", id: "stats-refresh" }, "Refresh now");
   const updated = h("span", { class: "muted", id: "stats-updated" }, "Loading…");
   const errors = errorBox("stats-error");
@@ -130,19 +145,25 @@ export function renderStats(container, exp) {
   const chartSlot = h("section", { "aria-labelledby": chartTitle.id }, chartTitle, h("p", { class: "muted" }, "Loading…"));
   replaceChildren(container,
     h("div", { class: "toolbar" },
-      h("label", { class: "check-label" }, auto, " Auto-refresh every 5 s"), refreshButton, updated),
+      h("label", { class: "check-label" }, auto, " Auto-refresh every 5 s"), refreshButton, updated,
+      h("label", { for: kindSelect.id, class: "push-right" }, "Show"), kindSelect),
     errors.el, srmSlot, tableSlot, comparisonSlot, chartSlot);
 
   let stopped = false;
   let inFlight = false;
+  let lastStats = null;
+  kindSelect.addEventListener("change", () => {
+    if (lastStats) replaceChildren(tableSlot, statsTable(versionRows(lastStats, kindSelect.value), index));
+  });
 
   async function loadStats() {
     try {
       const stats = await api("GET", `/api/experiments/${encodeURIComponent(exp.id)}/stats`);
       if (stopped) return null;
       errors.clear();
-      replaceChildren(srmSlot, srmBanner(srmOf(stats)));
-      replaceChildren(tableSlot, statsTable(versionRows(stats), index));
+      replaceChildren(srmSlot, srmBanner(srmOf(stats), exp));
+      lastStats = stats;
+      replaceChildren(tableSlot, statsTable(versionRows(stats, kindSelect.value), index));
       replaceChildren(comparisonSlot, comparisonsTable(comparisonsOf(stats)));
       updated.textContent = `Updated ${fmtClock(new Date())}`;
       return stats;

@@ -194,6 +194,13 @@ async def test_public_model_id_is_editable_only_while_draft(
                  ).to_be_visible()
 
 
+async def test_an_unknown_experiment_shows_not_found(page: Page, admin_url: str) -> None:
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, str(uuid.uuid4()))
+
+    await expect(page.get_by_role("alert")).to_have_text("NOT_FOUND: experiment not found")
+
+
 async def test_variants_show_weight_and_share(page: Page, admin_url: str) -> None:
     await sign_in(page, admin_url)
     await create_experiment(page, public_id(), "Shares")
@@ -522,11 +529,134 @@ async def test_stats_refresh_every_five_seconds(
     await api.call("POST", f"/api/experiments/{exp['id']}/activate")
     await sign_in(page, admin_url)
     await open_experiment(page, admin_url, exp["id"], "stats")
-    await expect(page.locator("#stats-empty")).to_be_visible()
+    version_id = exp["variants"][0]["current_version"]["id"]
+    requests_cell = page.locator(f'#stats-table tr[data-version-id="{version_id}"] td').nth(1)
+    await expect(requests_cell).to_have_text("0")
 
-    await insert_requests(ui_db, exp["variants"][0]["current_version"]["id"], subjects=7)
+    await insert_requests(ui_db, version_id, subjects=7)
 
-    await expect(page.locator("#stats-table tbody tr")).to_have_count(1, timeout=8_000)
+    await expect(requests_cell).to_have_text("7", timeout=8_000)
+
+
+async def test_stats_can_show_one_subject_kind(
+    page: Page, admin_url: str, mock_upstream: MockServer, ui_db: asyncpg.Connection
+) -> None:
+    api = AdminApi(admin_url)
+    exp = await api.ready_experiment(mock_upstream.url)
+    await api.call("POST", f"/api/experiments/{exp['id']}/activate")
+    version_id = exp["variants"][0]["current_version"]["id"]
+    await insert_requests(ui_db, version_id, subjects=9)  # machine subjects
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"], "stats")
+    requests_cell = page.locator(f'#stats-table tr[data-version-id="{version_id}"] td').nth(1)
+    await expect(requests_cell).to_have_text("9")
+
+    await page.get_by_label("Show").select_option("user")
+    await expect(requests_cell).to_have_text("0")
+    await page.get_by_label("Show").select_option("machine")
+    await expect(requests_cell).to_have_text("9")
+
+
+# -- request browser --------------------------------------------------------------------------
+
+
+async def _live_experiment_with_traffic(
+    admin_url: str, proxy_url: str, mock_upstream: MockServer, conn: asyncpg.Connection,
+    requests: int,
+) -> dict[str, Any]:
+    api = AdminApi(admin_url)
+    exp = await api.ready_experiment(f"{mock_upstream.url}/v1")
+    await api.call("POST", f"/api/experiments/{exp['id']}/activate")
+    assert await chat_through_proxy(proxy_url, exp["public_model_id"], requests) == [200] * requests
+    await wait_for_request_rows(conn, requests)
+    return exp
+
+
+async def test_request_browser_filters_by_variant(
+    page: Page, admin_url: str, proxy_url: str, mock_upstream: MockServer,
+    ui_db: asyncpg.Connection,
+) -> None:
+    await _live_experiment_with_traffic(admin_url, proxy_url, mock_upstream, ui_db, 12)
+    served_by_b = await ui_db.fetchval(
+        "SELECT count(*) FROM model_experiment_request r "
+        "JOIN model_experiment_variant_version v ON v.id = r.variant_version_id "
+        "JOIN model_experiment_variant va ON va.id = v.variant_id WHERE va.label = 'B'")
+    exp_id = await ui_db.fetchval("SELECT id::text FROM model_experiment")
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp_id, "requests")
+    rows = page.locator("#requests-table tbody tr")
+    await expect(rows).to_have_count(12)
+
+    await page.get_by_label("Variant", exact=True).select_option(label="B")
+    await page.get_by_role("button", name="Apply filters").click()
+
+    await expect(rows).to_have_count(served_by_b)
+    for label in await rows.locator("td:nth-child(2)").all_inner_texts():
+        assert label.startswith("B ")
+
+
+async def test_request_browser_pages_with_the_cursor(
+    page: Page, admin_url: str, proxy_url: str, mock_upstream: MockServer,
+    ui_db: asyncpg.Connection,
+) -> None:
+    exp = await _live_experiment_with_traffic(admin_url, proxy_url, mock_upstream, ui_db, 12)
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"], "requests")
+    rows = page.locator("#requests-table tbody tr")
+    await page.get_by_label("Per page (10 to 100)").fill("10")
+    await page.get_by_role("button", name="Apply filters").click()
+    await expect(rows).to_have_count(10)
+    first_page = await rows.locator("td:nth-child(5)").all_inner_texts()
+
+    await page.get_by_role("button", name="Older →").click()
+    await expect(rows).to_have_count(2)
+    second_page = await rows.locator("td:nth-child(5)").all_inner_texts()
+    assert sorted(first_page + second_page) == sorted(f"ui-req-{i}" for i in range(12))
+    await expect(page.get_by_role("button", name="Older →")).to_be_disabled()
+
+    await page.get_by_role("button", name="← Newer").click()
+    await expect(rows).to_have_count(10)
+
+
+async def test_prompt_download_saves_the_body_sent_upstream(
+    page: Page, admin_url: str, proxy_url: str, mock_upstream: MockServer,
+    ui_db: asyncpg.Connection,
+) -> None:
+    exp = await _live_experiment_with_traffic(admin_url, proxy_url, mock_upstream, ui_db, 1)
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"], "requests")
+    row = page.locator("#requests-table tbody tr")
+    await expect(row.locator(".badge-body-available")).to_be_visible()
+
+    async with page.expect_download() as info:
+        await row.get_by_role("button", name=re.compile("Download the prompt")).click()
+    download = await info.value
+    saved = await download.path()
+
+    assert download.suggested_filename.endswith(".json")
+    body = orjson.loads(saved.read_bytes())
+    assert body["messages"] == [{"role": "user", "content": "ui test prompt 0"}]
+    await expect(row.get_by_role("status")).to_contain_text("Saved")
+
+
+async def test_prompt_deleted_after_listing_reports_gone(
+    page: Page, admin_url: str, proxy_url: str, mock_upstream: MockServer,
+    ui_db: asyncpg.Connection,
+) -> None:
+    exp = await _live_experiment_with_traffic(admin_url, proxy_url, mock_upstream, ui_db, 1)
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"], "requests")
+    row = page.locator("#requests-table tbody tr")
+    await expect(row.locator(".badge-body-available")).to_be_visible()
+    await ui_db.execute("UPDATE model_experiment_request SET request_body_sha256 = '__deleted__', "
+                        "system_prompt_sha256 = '__deleted__'")
+
+    await row.get_by_role("button", name=re.compile("Download the prompt")).click()
+
+    await expect(row.get_by_role("status")).to_have_text("Prompt was deleted (410)")
+    await page.get_by_role("button", name="Apply filters").click()
+    await expect(row.locator(".badge-body-deleted")).to_be_visible()
+    await expect(row.get_by_role("button", name=re.compile("Download the prompt"))).to_be_disabled()
 
 
 # -- audit -----------------------------------------------------------------------------------
@@ -617,6 +747,40 @@ async def test_client_upstream_validation_agrees_with_the_server(
                                                      strict=True) if got != want]
     assert disagreements == []
     assert any(expected) and not all(expected)
+
+
+STRICT_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+              "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+async def test_the_ui_runs_under_a_strict_content_security_policy(
+    page: Page, admin_url: str, mock_upstream: MockServer, ui_db: asyncpg.Connection
+) -> None:
+    async def add_csp(route: Any) -> None:
+        response = await route.fetch()
+        await route.fulfill(response=response,
+                            headers={**response.headers, "content-security-policy": STRICT_CSP})
+
+    await page.route(f"{admin_url}/ui/", add_csp)
+    await page.add_init_script("""
+        window.cspViolations = [];
+        document.addEventListener("securitypolicyviolation",
+            (e) => window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+    """)
+    api = AdminApi(admin_url)
+    exp = await api.ready_experiment(mock_upstream.url)
+    await api.call("POST", f"/api/experiments/{exp['id']}/activate")
+    await insert_requests(ui_db, exp["variants"][0]["current_version"]["id"], subjects=5)
+
+    await sign_in(page, admin_url)
+    await open_experiment(page, admin_url, exp["id"], "stats")
+    await expect(page.locator(".legend li")).to_have_count(1)
+    await open_experiment(page, admin_url, exp["id"])
+    await open_hot_swap(page, "A")
+
+    policy = await page.evaluate("document.querySelector('meta[http-equiv]') === null")
+    assert policy  # the policy came from the header, not from the page
+    assert await page.evaluate("window.cspViolations") == []
 
 
 @pytest.mark.parametrize("path", ["/", "/ui"])
