@@ -41,7 +41,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-__all__ = ["EmbeddedError", "EmbeddedServices", "start_postgres", "start_redis", "with_database"]
+__all__ = [
+    "EmbeddedError",
+    "EmbeddedServices",
+    "FileLock",
+    "die_with_parent",
+    "start_postgres",
+    "start_redis",
+    "with_database",
+]
 
 POSTGRES_SYSTEM_USER = "embedded_postgres"
 _PG_PORT = 5432  # with no TCP listener the port only names the socket file
@@ -63,7 +71,7 @@ def with_database(dsn: str, database: str) -> str:
 # -- process plumbing -----------------------------------------------------------
 
 
-def _death_signal_setter(sig: int) -> Callable[[], None] | None:
+def die_with_parent(sig: int) -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies (Linux)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -105,7 +113,7 @@ def _spawn(
             # Our own session: a Ctrl-C in the terminal reaches the owner only, which
             # stops its clients before the servers they write to.
             start_new_session=True,
-            preexec_fn=_death_signal_setter(death_signal),  # noqa: PLW1509 - prctl only
+            preexec_fn=die_with_parent(death_signal),  # only calls prctl: fork-safe
         )
 
 
@@ -147,15 +155,19 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class _DirLock:
-    """An exclusive ``flock`` on a file beside a server directory, held while it runs."""
+class FileLock:
+    """An exclusive ``flock`` on a file holding our pid, kept for as long as we run.
+
+    The kernel drops it when the holder dies, however it dies, so a lock left
+    by a killed run never blocks the next one.
+    """
 
     def __init__(self, fd: int) -> None:
         self._fd: int | None = fd
 
     @classmethod
-    def acquire(cls, directory: Path) -> _DirLock:
-        path = cls.path_for(directory)
+    def acquire(cls, path: Path, guarding: object) -> FileLock:
+        """Take the lock or raise :class:`EmbeddedError` naming ``guarding`` and the holder."""
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by children
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -163,15 +175,11 @@ class _DirLock:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise EmbeddedError(
-                f"{directory} is in use by another process (pid {holder}); stop it first"
+                f"{guarding} is in use by another process (pid {holder}); stop it first"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         return cls(fd)
-
-    @staticmethod
-    def path_for(directory: Path) -> Path:
-        return directory.with_name(directory.name + ".lock")
 
     def release(self) -> None:
         if self._fd is not None:
@@ -179,11 +187,17 @@ class _DirLock:
             self._fd = None
 
 
+def _lock_path(directory: Path) -> Path:
+    """The lock beside a server directory (``pg.lock`` next to ``pg``): initdb wants ``pg``
+    empty, and the lock must outlive a ``keep=False`` directory until it is deleted."""
+    return directory.with_name(directory.name + ".lock")
+
+
 @dataclass
 class _Server:
     process: subprocess.Popen[bytes]
     stop_signal: int
-    lock: _DirLock
+    lock: FileLock
     remove_after_stop: list[Path] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -375,7 +389,7 @@ def start_postgres(data_dir: Path, services: EmbeddedServices, *, keep: bool) ->
     """
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock = _DirLock.acquire(data_dir)
+    lock = FileLock.acquire(_lock_path(data_dir), data_dir)
     process: subprocess.Popen[bytes] | None = None
     try:
         install = _postgres_install()
@@ -407,9 +421,11 @@ def start_postgres(data_dir: Path, services: EmbeddedServices, *, keep: bool) ->
         raise
     cleanup = [socket_dir] if socket_is_temporary else []
     if not keep:
-        cleanup += [data_dir, _DirLock.path_for(data_dir)]
+        cleanup += [data_dir, _lock_path(data_dir)]
     services._servers.append(_Server(process, signal.SIGINT, lock, cleanup))
-    services.database_url = f"postgresql://postgres@/postgres?host={quote(str(socket_dir), safe='')}"
+    # The socket directory percent-encoded: the DSN's path is only the database name.
+    host = quote(str(socket_dir), safe="")
+    services.database_url = f"postgresql://postgres@/postgres?host={host}"
     return services.database_url
 
 
@@ -443,7 +459,7 @@ def start_redis(data_dir: Path, services: EmbeddedServices) -> str:
     """Start a private, memory-only Redis listening on a unix socket; returns its URL."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    lock = _DirLock.acquire(data_dir)
+    lock = FileLock.acquire(_lock_path(data_dir), data_dir)
     process: subprocess.Popen[bytes] | None = None
     try:
         socket_dir, socket_is_temporary = _socket_dir(data_dir, "redis.sock", None)

@@ -24,11 +24,15 @@ PROXY_CORE = 0
 CLIENT_CORE = 1
 
 
-def pinned(core: int, argv: list[str]) -> list[str]:
-    """``argv`` run on one core with taskset (which execs: the PID stays the same)."""
+def pinned(core: int, argv: list[str], nice: int = 0) -> list[str]:
+    """``argv`` run on one core with taskset, at niceness ``nice`` when not 0.
+
+    Both tools exec their command, so the PID is the command's own.
+    """
     if shutil.which("taskset") is None:
         raise RuntimeError("taskset is required (Debian package util-linux)")
-    return ["taskset", "-c", str(core), *argv]
+    prefix = ["nice", "-n", str(nice)] if nice else []
+    return [*prefix, "taskset", "-c", str(core), *argv]
 
 
 def free_port() -> int:

@@ -124,6 +124,10 @@ def _raise_fd_limit() -> None:
 # ------------------------------------------------------------------ start-up
 
 
+def _pin(ctx: Context, core: int, argv: list[str]) -> list[str]:
+    return pinned(core, argv, nice=ctx.args.nice)
+
+
 def _abgate(*args: str) -> list[str]:
     return python_module("abgate.cli", *args)
 
@@ -131,7 +135,7 @@ def _abgate(*args: str) -> list[str]:
 async def _seed(ctx: Context, specs: list[ExperimentSpec]) -> str:
     """Seed through the admin app (preferred); SQL when that fails. Returns the path taken."""
     port = free_port()
-    admin = ctx.children.spawn("admin", pinned(CLIENT_CORE, _abgate(
+    admin = ctx.children.spawn("admin", _pin(ctx, CLIENT_CORE, _abgate(
         "admin", "--host", "127.0.0.1", "--port", str(port))), ctx.env)
     try:
         await wait_http(f"http://127.0.0.1:{port}/readyz", child=admin)
@@ -148,7 +152,7 @@ async def _seed(ctx: Context, specs: list[ExperimentSpec]) -> str:
 
 async def _start_group(ctx: Context, group: Group) -> Servers:
     port = ctx.mock_ports[group.name]
-    mock = ctx.children.spawn(f"mock-{group.name}", pinned(CLIENT_CORE, _abgate(
+    mock = ctx.children.spawn(f"mock-{group.name}", _pin(ctx, CLIENT_CORE, _abgate(
         "mock-upstream", "--host", "127.0.0.1", "--port", str(port), *group.mock_args)), ctx.env)
     mock_url = f"http://127.0.0.1:{port}"
     await wait_http(f"{mock_url}/_mock/healthz", child=mock)
@@ -159,7 +163,7 @@ async def _start_group(ctx: Context, group: Group) -> Servers:
             servers.urls[target] = mock_url + path
         elif target == "bare":
             bare_port = free_port()
-            child = ctx.children.spawn(f"bare-{group.name}", pinned(PROXY_CORE, python_module(
+            child = ctx.children.spawn(f"bare-{group.name}", _pin(ctx, PROXY_CORE, python_module(
                 "bench.bare_proxy", "--upstream", mock_url, "--port", str(bare_port))), ctx.env,
                 port=bare_port)
             await wait_http(f"http://127.0.0.1:{bare_port}/_mock/healthz", child=child)
@@ -199,7 +203,7 @@ async def _start_abgate(ctx: Context, group: Group, mock_url: str) -> Child:
     env = {**ctx.env, "ABGATE_GATEWAY_URL": mock_url,
            "ABGATE_SPOOL_DIR": str(Path(ctx.args.out) / "logs" / f"spool-{group.name}")}
     name = f"abgate-proxy-{group.name}"
-    child = ctx.children.spawn(name, pinned(PROXY_CORE, _abgate(
+    child = ctx.children.spawn(name, _pin(ctx, PROXY_CORE, _abgate(
         "proxy", "--host", "127.0.0.1", "--port", str(port), "--workers", "1")), env, port=port)
     await wait_http(f"http://127.0.0.1:{port}/readyz", child=child)
     return child
@@ -212,7 +216,7 @@ async def _start_litellm(ctx: Context, group: Group, mock_url: str) -> Child | N
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(litellm_ref.config_text(group.public_model_id, mock_url + "/v1", WEIGHTS))
     name = f"litellm-{group.name}"
-    child = ctx.children.spawn(name, pinned(PROXY_CORE, litellm_ref.server_argv(
+    child = ctx.children.spawn(name, _pin(ctx, PROXY_CORE, litellm_ref.server_argv(
         ctx.litellm, config, port)), litellm_ref.server_env(), port=port)
     try:
         await wait_http(f"http://127.0.0.1:{port}/health/liveliness", within_s=180, child=child)
@@ -272,7 +276,7 @@ def _loadgen_argv(ctx: Context, group: Group, combo: Combo, target: str, url: st
         argv.append("--stream")
     if target != "litellm":  # LiteLLM answers with the deployment's model name
         argv += ["--expect-model", model]
-    return pinned(CLIENT_CORE, argv)
+    return _pin(ctx, CLIENT_CORE, argv)
 
 
 async def _run_loadgen(argv: list[str], timeout_s: float) -> LoadResult:
@@ -375,7 +379,7 @@ async def _profile(ctx: Context, group: Group, combo: Combo, route: str,
     seconds = int(group.warmup_s + group.duration_s)
     for fmt, suffix in (("flamegraph", "svg"), ("raw", "txt")):
         target = out / f"profile-{route}-{combo.key}.{suffix}"
-        spy = ctx.children.spawn(f"py-spy-{route}-{combo.key}-{fmt}", pinned(CLIENT_CORE, [
+        spy = ctx.children.spawn(f"py-spy-{route}-{combo.key}-{fmt}", _pin(ctx, CLIENT_CORE, [
             str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid),
             "--rate", "200", "--duration", str(seconds), "--format", fmt, "-o", str(target)]))
         await asyncio.sleep(0.5)
@@ -477,7 +481,8 @@ async def _main(args: argparse.Namespace) -> int:
         "mode": "quick" if args.quick else "full",
         "machine": machine,
         "placement": (f"server under test on core {PROXY_CORE}; load generator and mock on core "
-                      f"{CLIENT_CORE}; Postgres/Redis unpinned; one worker each"),
+                      f"{CLIENT_CORE}; Postgres/Redis unpinned; one worker each; "
+                      f"niceness {args.nice}"),
         "seeded_by": seeded_by,
         "idle_cpu_percent": ctx.idle_cpu,
         "unavailable": {**unavailable, **ctx.unavailable},
@@ -512,6 +517,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="only these combinations, e.g. json-1KB-c16 stream-200KB-c64")
     parser.add_argument("--out", default=str(BENCH_DIR / "results"),
                         help="directory for the .md/.json results (default bench/results/)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="niceness of every benchmark process (e.g. -5 as root on a "
+                        "shared machine; default 0)")
     parser.add_argument("--profile-dir", default=str(BENCH_DIR / "results"),
                         help="where the profile group writes its flame graphs")
     return parser.parse_args(argv)

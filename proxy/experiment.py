@@ -25,6 +25,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy
+from prometheus_client import Counter, Histogram
 from yarl import URL
 
 from abgate.config import Settings
@@ -88,9 +89,36 @@ def count_request(
     route: str, public_model_id: str, variant: str, status: int, timer: UpstreamTimer
 ) -> None:
     """Per-request metrics shared by every route."""
-    REQUESTS.labels(route, public_model_id, variant, str(status)).inc()
-    REQUEST_DURATION.labels(route).observe(timer.elapsed())
-    OVERHEAD.labels(route).observe(timer.overhead())
+    _requests(route, public_model_id, variant, status).inc()
+    _duration(route).observe(timer.elapsed())
+    _overhead(route).observe(timer.overhead())
+
+
+# labels() takes a lock and builds a tuple on every call; the children it
+# returns live as long as the metric, so caching them changes nothing else.
+@functools.lru_cache(maxsize=4096)
+def _requests(route: str, public_model_id: str, variant: str, status: int) -> Counter:
+    return REQUESTS.labels(route, public_model_id, variant, str(status))
+
+
+@functools.lru_cache(maxsize=64)
+def _duration(route: str) -> Histogram:
+    return REQUEST_DURATION.labels(route)
+
+
+@functools.lru_cache(maxsize=64)
+def _overhead(route: str) -> Histogram:
+    return OVERHEAD.labels(route)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ttft(public_model_id: str, variant: str) -> Histogram:
+    return UPSTREAM_TTFT.labels(public_model_id, variant)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tokens(public_model_id: str, variant: str, kind: str) -> Counter:
+    return TOKENS.labels(public_model_id, variant, kind)
 
 
 def upstream_headers(
@@ -264,29 +292,36 @@ class ExperimentHandler:
     ) -> web.StreamResponse:
         outcome = _Outcome()
         upstream_response: aiohttp.ClientResponse | None = None
-        complete = False
+        upstream_done = False
         try:
-            sent = time.perf_counter()
-            upstream_response = await self._send(request, plan, timer)
-            outcome.status = upstream_response.status
-            if _is_event_stream(plan, upstream_response):
-                response = await self._relay_stream(
-                    request, plan, upstream_response, outcome, sent, timer
-                )
-            else:
-                response = await self._relay_whole(plan, upstream_response, outcome, sent, timer)
-            complete = True
+            try:
+                sent = time.perf_counter()
+                upstream_response = await self._send(request, plan, timer)
+                outcome.status = upstream_response.status
+                if _is_event_stream(plan, upstream_response):
+                    response = await self._relay_stream(
+                        request, plan, upstream_response, outcome, sent, timer
+                    )
+                else:
+                    response = await self._relay_whole(
+                        plan, upstream_response, outcome, sent, timer
+                    )
+            except ProxyError as exc:  # unreachable / timeout before the client got anything
+                outcome.status, outcome.has_error = exc.status, True
+                response = error_response(exc)
+            upstream_done = True
+            if not response.prepared:
+                # Sent here, not by aiohttp after we return: the record below is
+                # then off the client's critical path.
+                await response.prepare(request)
+                await response.write_eof()
             return response
-        except ProxyError as exc:  # unreachable / timeout before anything was sent to the client
-            outcome.status, outcome.has_error = exc.status, True
-            complete = True
-            return error_response(exc)
         except (asyncio.CancelledError, ConnectionError):
             outcome.cancelled = True
             raise
         finally:
             if upstream_response is not None:
-                if complete:
+                if upstream_done:
                     upstream_response.release()
                 else:  # the client left: drop the upstream connection so the partner stops
                     upstream_response.close()
@@ -426,7 +461,7 @@ class ExperimentHandler:
         label = plan.variant.label
         count_request(plan.api_kind, plan.public_model_id, label, outcome.status, timer)
         if outcome.ttft_s is not None:
-            UPSTREAM_TTFT.labels(plan.public_model_id, label).observe(outcome.ttft_s)
+            _ttft(plan.public_model_id, label).observe(outcome.ttft_s)
         usage = outcome.usage
         for kind, tokens in (
             ("input", usage.input_tokens),
@@ -435,7 +470,7 @@ class ExperimentHandler:
             ("cache_write", usage.cache_write_tokens),
         ):
             if tokens:
-                TOKENS.labels(plan.public_model_id, label, kind).inc(tokens)
+                _tokens(plan.public_model_id, label, kind).inc(tokens)
         try:
             self._recorder.record(self._record(request, plan, outcome, started_at, timer))
         except Exception:  # a lost row must never turn into a failed response

@@ -118,7 +118,7 @@ export function legend(series) {
   return h("ul", { class: "legend", "aria-label": "Chart legend" },
     series.map((s) => {
       const swatch = h("span", { class: "swatch" });
-      swatch.setAttribute("style", `background:${s.color}`);
+      swatch.style.background = s.color; // CSSOM, not a style attribute: fine under a strict CSP
       return h("li", {}, swatch, s.name);
     }));
 }

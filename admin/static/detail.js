@@ -428,6 +428,7 @@ export async function renderDetail(main, { id, tab }) {
   try {
     await reload();
   } catch (err) {
+    if (err.status === 401) return stopTab; // the sign-in form has replaced the page
     const errors = errorBox("detail-error");
     errors.show(err);
     replaceChildren(main,

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from bench import procstat
 from bench.litellm_ref import config_text
+from bench.processes import Children, pinned
 from bench.profile_summary import function_of, parse_collapsed, render
 from bench.run import main as run_main
 from bench.scenarios import Combo, plan
 
 STAT = "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 3 0"
 STATUS = "Name:\tpython\nVmPeak:\t  20000 kB\nVmHWM:\t   12345 kB\nVmRSS:\t   10000 kB\n"
+SERVER_LIKE = "import time; print('hello', flush=True); time.sleep(30)"
 PROC_STAT = ("cpu  10 0 10 100 0 0 0 0 0 0\n"
              "cpu0 1 2 3 1000 5 6 7 8 0 0\n"
              "cpu1 9 9 9 9 9 9 9 9 0 0\n")
@@ -40,6 +45,25 @@ def test_this_process_is_sampled_from_proc() -> None:
     sample = procstat.sample(os.getpid())
     assert os.getpid() in procstat.descendants(os.getpid())
     assert sample.cpu_s > 0 and sample.peak_rss_mb >= sample.rss_mb > 0
+
+
+def test_commands_are_pinned_to_a_core_and_optionally_reprioritized() -> None:
+    assert pinned(1, ["cmd", "-x"]) == ["taskset", "-c", "1", "cmd", "-x"]
+    assert pinned(0, ["cmd"], nice=-5) == ["nice", "-n", "-5", "taskset", "-c", "0", "cmd"]
+
+
+def test_children_are_stopped_newest_first_and_logged(tmp_path: Path) -> None:
+    children = Children(tmp_path / "logs")
+    first = children.spawn("first", ["sleep", "30"])
+    second = children.spawn("second", [sys.executable, "-c", SERVER_LIKE], port=1234)
+    assert second.url == "http://127.0.0.1:1234"
+    deadline = time.monotonic() + 10
+    while not second.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    children.stop_all()
+    assert first.process.poll() is not None and second.process.poll() is not None
+    assert children.started == []
+    assert (tmp_path / "logs" / "second.log").read_text() == "hello\n"
 
 
 def test_combo_keys_name_mode_size_and_concurrency() -> None:

@@ -67,17 +67,17 @@ async def test_two_workers_serve_one_port_aggregate_metrics_and_stop_cleanly_on_
         url = f"http://127.0.0.1:{int(match.group(1))}"
 
         requests = 40
-        for _ in range(requests):  # a fresh connection each time: the kernel spreads them
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        # A fresh connection each time: the kernel spreads connections, not requests.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            for _ in range(requests):
                 async with s.get(url + "/_echo/x") as response:
                     assert response.status == 200
 
         counter_files = list((tmp_path / "metrics").glob("counter_*.db"))
         assert len({path.stem.split("_")[1] for path in counter_files}) == 2  # both served
 
-        async with aiohttp.ClientSession() as session:
-            async with session.get(url + "/metrics") as response:
-                text = (await response.read()).decode()
+        async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+            text = (await response.read()).decode()
         passthrough = (
             'abgate_requests_total{code="200",public_model_id="",route="passthrough",variant=""}'
         )

@@ -55,6 +55,17 @@ async def test_readyz_is_503_with_reasons_while_postgres_is_unreachable(
         assert response.status == 200
 
 
+async def _metric(client: aiohttp.ClientSession, url: str, series: str) -> float:
+    """The value of one exposition line (0 when absent): metrics are process-wide."""
+    async with client.get(url + "/metrics") as response:
+        assert response.status == 200
+        text = (await response.read()).decode()
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def test_metrics_count_requests_by_route_model_variant_and_code(
     start_proxy: Any,
     proxy_settings: Settings,
@@ -64,23 +75,36 @@ async def test_metrics_count_requests_by_route_model_variant_and_code(
 ) -> None:
     await seed_experiment(weights=(1,))
     proxy = await start_proxy(proxy_settings)
+    experiment = (
+        'abgate_requests_total{code="200",public_model_id="partner/preview-foo",'
+        'route="chat_completions",variant="variant-a"}'
+    )
+    passthrough = (
+        'abgate_requests_total{code="200",public_model_id="",route="passthrough",variant=""}'
+    )
+    output_tokens = (
+        'abgate_tokens_total{kind="output",public_model_id="partner/preview-foo",'
+        'variant="variant-a"}'
+    )
+    ttft = (
+        'abgate_upstream_ttft_seconds_count{public_model_id="partner/preview-foo",'
+        'variant="variant-a"}'
+    )
+    before = {
+        s: await _metric(client, proxy.url, s)
+        for s in (experiment, passthrough, output_tokens, ttft)
+    }
+
     async with client.post(proxy.url + CHAT, json=chat()) as response:
         assert response.status == 200
     async with client.get(proxy.url + "/_echo/x") as response:
         assert response.status == 200
-    async with client.get(proxy.url + "/metrics") as response:
-        assert response.status == 200
-        text = (await response.read()).decode()
-    assert (
-        'abgate_requests_total{code="200",public_model_id="partner/preview-foo",'
-        'route="chat_completions",variant="variant-a"}'
-    ) in text
-    assert (
-        'abgate_requests_total{code="200",public_model_id="",route="passthrough",variant=""}'
-    ) in text
-    assert 'abgate_tokens_total{kind="output",public_model_id="partner/preview-foo",' in text
-    assert "abgate_upstream_ttft_seconds_bucket" in text
-    assert 'abgate_overhead_seconds_count{route="passthrough"}' in text
+
+    after = {s: await _metric(client, proxy.url, s) for s in before}
+    assert after[experiment] - before[experiment] == 1
+    assert after[ttft] - before[ttft] == 1
+    assert after[output_tokens] - before[output_tokens] == 4  # the mock's 4 chunks
+    assert after[passthrough] - before[passthrough] == 1
 
 
 async def test_the_partner_key_never_appears_in_answers_logs_metrics_or_rows(

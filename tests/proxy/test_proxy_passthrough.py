@@ -230,14 +230,20 @@ async def test_a_gateway_failing_mid_body_truncates_the_client_response(
 
 
 async def test_head_requests_keep_the_announced_length_without_a_body(
-    proxy: Any, client: aiohttp.ClientSession, mock: MockServer
+    start_proxy: Any, settings: Settings, tmp_path: Any, client: aiohttp.ClientSession
 ) -> None:
-    async with client.head(mock.url + "/_echo/x") as response:
-        length = response.headers["content-length"]
-    async with client.head(proxy.url + "/_echo/x") as response:
-        assert response.status == 200
-        assert response.headers["content-length"] == length
-        assert await response.read() == b""
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 1234)
+
+    gateway = await _gateway(handler)
+    try:
+        proxy = await start_proxy(_with_gateway(settings, tmp_path, gateway))
+        async with client.head(proxy.url + "/file") as response:
+            assert response.status == 200
+            assert response.headers["content-length"] == "1234"
+            assert await response.read() == b""
+    finally:
+        await gateway.cleanup()
 
 
 async def test_gateway_unreachable_is_a_502_in_the_openai_shape(

@@ -39,8 +39,8 @@ async def screen(page: Page, name: str) -> None:
 # -- page actions -------------------------------------------------------------------
 
 
-async def sign_in(page: Page, base_url: str, token: str = ADMIN_TOKEN) -> None:
-    await page.goto(f"{base_url}/")
+async def sign_in(page: Page, base_url: str, token: str = ADMIN_TOKEN, path: str = "/") -> None:
+    await page.goto(f"{base_url}{path}")
     await page.get_by_label("Admin token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("heading", name="Experiments", level=1)).to_be_visible()
