@@ -314,7 +314,7 @@ def _child_env(
 def _spawn_mocks(stack: DevStack, env: dict[str, str]) -> None:
     ports = stack.ports
     _spawn(stack, ["mock-upstream", "--host", "127.0.0.1", "--port", str(ports.gateway),
-                   "--model-prefix", "gateway", "--latency-ms", "20",
+                   "--model-prefix", "gateway", "--latency-ms", "20", "--chunk-interval-ms", "20",
                    "--wording", GATEWAY_WORDING], env, "gateway")
     for partner, port in zip(PARTNERS, (ports.partner_a, ports.partner_b), strict=True):
         _spawn(stack, ["mock-upstream", "--host", "127.0.0.1", "--port", str(port),
@@ -397,7 +397,7 @@ Or with the openai Python client (pip install openai):
 
 Live stats per variant:
 
-  curl -H 'Authorization: Bearer {token}' {admin}/api/experiments/{demo["id"]}/stats
+  curl -s -H 'Authorization: Bearer {token}' {admin}/api/experiments/{demo["id"]}/stats
 
 {footer}
 """
@@ -436,8 +436,10 @@ def command_dev(argv: list[str]) -> int:
     global _T0
     _T0 = started = time.monotonic()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    # SIGTERM stops us like Ctrl-C does, also while starting.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C and SIGTERM stop us, also while starting; SIGINT is installed explicitly
+    # because a shell that starts us in the background hands it over ignored.
+    for sig in previous:
+        signal.signal(sig, signal.default_int_handler)
     try:
         _step(f"checking ports {', '.join(str(port) for _, port, _ in ports.by_role())}")
         check_ports(ports)

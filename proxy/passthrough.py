@@ -90,7 +90,10 @@ async def _relay(
     while True:
         started = time.perf_counter()
         try:
-            chunk = await content.readany()
+            # Everything received so far in one write; wait only when there is nothing.
+            chunk = content.read_nowait()
+            if not chunk and not content.at_eof():
+                chunk = await content.readany()
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("gateway response failed mid-body: %s", type(exc).__name__)
             _abort(request)

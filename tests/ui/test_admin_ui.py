@@ -297,6 +297,20 @@ async def test_upstream_editor_rejects_unknown_fields_before_sending(
     assert await ui_db.fetchval("SELECT count(*) FROM model_experiment_variant_version") == 0
 
 
+async def test_format_json_pretty_prints_the_upstream(page: Page, admin_url: str) -> None:
+    await sign_in(page, admin_url)
+    await create_experiment(page, public_id(), "Formatting")
+    await add_variant(page, "A", 1)
+    dialog = await open_hot_swap(page, "A")
+    editor = dialog.get_by_label("Upstream (JSON)")
+    compact = upstream("https://partner.example/v1", "ckpt")
+    await editor.fill(orjson.dumps(compact).decode())
+
+    await dialog.get_by_role("button", name="Format JSON").click()
+
+    assert await editor.input_value() == orjson.dumps(compact, option=orjson.OPT_INDENT_2).decode()
+
+
 async def test_upstream_editor_warns_about_plain_http(
     page: Page, admin_url: str
 ) -> None:
