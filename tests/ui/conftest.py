@@ -2,9 +2,9 @@
 and headless Debian Chromium driven by Playwright's async API.
 
 Playwright is used only as a driver: its browser downloads are never used, the
-system ``chromium`` package is launched by path. Without Chromium the tests skip
-locally, and fail under CI (``CI`` set) or with ``ABGATE_UI_TESTS=require``, so a
-CI machine without a browser cannot pass silently.
+system ``chromium`` package is launched by path (``bin/test`` installs it).
+Without Chromium the tests fail with the install command: a machine without a
+browser must not pass silently.
 
 ``ABGATE_UI_SCREENS_DIR``, when set, receives one screenshot per page (for review).
 A failing test leaves a screenshot in ``tests/ui/artifacts/``.
@@ -45,13 +45,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-
-
-def _skip_or_fail(reason: str) -> None:
-    """Skip locally; fail where the browser tests are required (CI)."""
-    if os.environ.get("CI") or os.environ.get("ABGATE_UI_TESTS") == "require":
-        pytest.fail(f"browser tests are required here but {reason}")
-    pytest.skip(reason)
 
 
 _FAILED = pytest.StashKey[bool]()
@@ -145,7 +138,7 @@ async def mock_upstream() -> AsyncIterator[MockServer]:
 @pytest_asyncio.fixture(scope="session", loop_scope=SESSION_LOOP)
 async def browser() -> AsyncIterator[Browser]:
     if shutil.which(CHROMIUM) is None:
-        _skip_or_fail(f"there is no Chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.fail(f"there is no Chromium at {CHROMIUM}; run bin/test or apt-get install chromium")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
