@@ -126,7 +126,7 @@ class ProxyHandler:
         if candidate is None:
             return await self._passthrough(request, body, timer)
         response = await self.experiment.handle(
-            request, api_kind, candidate.public_model_id, body, candidate.payload, timer
+            request, api_kind, candidate.public_model_id, candidate.payload, timer
         )
         if response is None:  # no live experiment after all (it just ended)
             return await self._passthrough(request, body, timer)

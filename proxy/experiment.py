@@ -162,7 +162,7 @@ class _Plan:
     variant: VariantRoute
     upstream: Upstream
     version_id: int
-    api_key: str
+    api_key: str = field(repr=False)
     subject: Subject
     payload: dict[str, Any]
     prepared: PreparedRequest
@@ -212,7 +212,6 @@ class ExperimentHandler:
         request: web.Request,
         api_kind: str,
         public_model_id: str,
-        body: bytes,
         payload: dict[str, Any],
         timer: UpstreamTimer,
     ) -> web.StreamResponse | None:

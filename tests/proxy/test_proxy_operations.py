@@ -172,6 +172,30 @@ async def test_a_hot_swap_is_served_by_the_next_request_within_a_second(
     await eventually(swapped, timeout=1.0)
 
 
+async def test_without_redis_routing_continues_and_a_pause_lands_within_5_s(
+    start_proxy: Any,
+    proxy_settings: Settings,
+    seed_experiment: Any,
+    experiments: Any,
+    client: aiohttp.ClientSession,
+    eventually: Any,
+) -> None:
+    seeded = await seed_experiment()
+    no_redis = dataclasses.replace(
+        proxy_settings, redis_url=f"redis://127.0.0.1:{_closed_port()}/0"
+    )
+    proxy = await start_proxy(no_redis)
+    async with client.post(proxy.url + CHAT, json=chat()) as response:
+        assert response.status == 200
+    await experiments.set_status(seeded, "paused")  # the push never reaches this proxy
+
+    async def paused() -> bool:
+        async with client.post(proxy.url + CHAT, json=chat()) as response:
+            return response.status == 404
+
+    await eventually(paused, timeout=5.0, interval=0.2)
+
+
 async def test_users_keep_their_variant_across_proxy_instances_and_hot_swaps(
     start_proxy: Any,
     proxy_settings: Settings,

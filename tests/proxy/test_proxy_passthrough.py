@@ -86,6 +86,21 @@ async def test_a_10_mb_upload_arrives_byte_identical(
     assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
+async def test_a_10_mb_llm_call_read_for_routing_arrives_byte_identical(
+    start_proxy: Any,
+    proxy_settings: Settings,
+    seed_experiment: Any,
+    client: aiohttp.ClientSession,
+) -> None:
+    await seed_experiment()  # members exist, so the body is read and scanned
+    proxy = await start_proxy(proxy_settings)
+    body = b'{"model": "gpt-prod", "pad": "' + os.urandom(5 * 1024 * 1024).hex().encode() + b'"}'
+    async with client.post(proxy.url + "/_echo/v1/chat/completions", data=body) as response:
+        echo = await _echo(response)
+    assert echo["body_len"] == len(body)
+    assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
 async def test_a_chunked_upload_is_streamed_through_both_ways(
     proxy: Any, client: aiohttp.ClientSession
 ) -> None:
