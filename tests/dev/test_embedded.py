@@ -20,6 +20,7 @@ from abgate.embedded import (
     EmbeddedError,
     EmbeddedServices,
     _as_user,
+    _grant_traverse,
     _postgres_install,
     _postgres_user,
     _redis_server_binary,
@@ -94,6 +95,7 @@ def services() -> Iterator[EmbeddedServices]:
 def _spawn_detached_postgres(pgdata: Path) -> subprocess.Popen[bytes]:
     """A server on ``pgdata`` that nobody owns, like one left by an older launcher."""
     install = _postgres_install()
+    _grant_traverse(pgdata)  # pytest's temporary directories are private
     process = subprocess.Popen(
         [str(install / "bin" / "postgres"), "-D", str(pgdata), "-k", str(pgdata),
          "-c", "listen_addresses="],
@@ -102,7 +104,8 @@ def _spawn_detached_postgres(pgdata: Path) -> subprocess.Popen[bytes]:
     )
     deadline = time.monotonic() + 30
     pid_file = pgdata / "postmaster.pid"
-    while not (pid_file.exists() and pid_file.read_text().splitlines()[7:8] == ["ready"]):
+    while not (pid_file.exists()
+               and [s.strip() for s in pid_file.read_text().splitlines()[7:8]] == ["ready"]):
         assert time.monotonic() < deadline, "the detached server did not start"
         time.sleep(0.05)
     return process
