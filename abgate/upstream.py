@@ -550,10 +550,20 @@ def _json_copy(value: object, path: str, depth: int) -> Any:
     raise UpstreamError(path, "must contain only JSON values")
 
 
+_SHOWN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
+
+
+def shown_field_name(key: str) -> str:
+    """A client's field name fit to echo in an error message.
+
+    Only short identifier-like names are echoed: a client may paste a secret
+    where a field name belongs, and errors must never repeat a secret.
+    """
+    return key if _SHOWN_NAME.fullmatch(key) else "<unrecognised name>"
+
+
 def _sub(path: str, key: str) -> str:
-    if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key):
-        return f"{path}.{key}"
-    return f"{path}[{json.dumps(key[:64])}]"
+    return f"{path}.{shown_field_name(key)}"
 
 
 def _parse_extra_body(value: object) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from abgate.upstream import Upstream, UpstreamError, parse_upstream
+from abgate.upstream import Upstream, UpstreamError, parse_upstream, shown_field_name
 from admin.errors import BadRequest, NotFound
 
 __all__ = [
@@ -101,7 +101,7 @@ def _object(
     unknown = sorted(k for k in body if k not in allowed)
     if unknown:
         raise BadRequest(
-            f"unknown field {unknown[0]!r} (allowed: {', '.join(allowed)})"
+            f"unknown field {shown_field_name(unknown[0])!r} (allowed: {', '.join(allowed)})"
         )
     for name in required:
         if name not in body:

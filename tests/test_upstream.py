@@ -198,9 +198,16 @@ def test_unknown_api_key_field_points_to_the_api_key_parameter() -> None:
     assert "sk-do-not-echo" not in str(err)
 
 
-def test_unknown_field_with_an_odd_name_is_named_safely() -> None:
+def test_unknown_field_with_an_odd_name_is_not_echoed() -> None:
     err = error({**BASE, "a.b c": 1})
-    assert err.field == 'upstream["a.b c"]'
+    assert err.field == "upstream.<unrecognised name>"
+
+
+def test_a_secret_pasted_as_a_field_name_is_not_echoed() -> None:
+    secret = "sk-live-8f3a9c2e7b1d4f6a0e5c3b9d7a1f2e4c"
+    err = error({**BASE, secret: 1})
+    assert secret not in str(err)
+    assert "unknown field" in str(err)
 
 
 def test_non_string_field_name_is_rejected() -> None:

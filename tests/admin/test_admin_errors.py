@@ -101,3 +101,12 @@ async def test_conflict_shape(api: Api) -> None:
     reply = await api.post(f"/api/experiments/{experiment['id']}/variants",
                            {"label": "a", "weight": 1})
     assert_error_shape(reply.body, "CONFLICT")
+
+
+
+async def test_a_secret_sent_as_a_field_name_is_not_echoed_in_the_error(api: Api) -> None:
+    secret = "sk-live-8f3a9c2e7b1d4f6a0e5c3b9d7a1f2e4c"
+    reply = await api.post("/api/experiments", {"public_model_id": "p/x", "name": "n", secret: 1})
+    assert reply.status == 400
+    assert_error_shape(reply.body, "BAD_REQUEST")
+    assert secret not in json.dumps(reply.body)
