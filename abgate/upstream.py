@@ -550,13 +550,13 @@ def _json_copy(value: object, path: str, depth: int) -> Any:
     raise UpstreamError(path, "must contain only JSON values")
 
 
-_SHOWN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
+_SHOWN_NAME = re.compile(r"[A-Za-z_][A-Za-z_-]{0,31}")
 
 
 def shown_field_name(key: str) -> str:
     """A client's field name fit to echo in an error message.
 
-    Only short identifier-like names are echoed: a client may paste a secret
+    Only short names of letters, "_" and "-" are echoed: a client may paste a secret
     where a field name belongs, and errors must never repeat a secret.
     """
     return key if _SHOWN_NAME.fullmatch(key) else "<unrecognised name>"
