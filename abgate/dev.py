@@ -40,7 +40,16 @@ from abgate.embedded import (
     with_database,
 )
 
-__all__ = ["DEMO_MODEL", "command_dev"]
+__all__ = [
+    "DEMO_MODEL",
+    "GATEWAY_WORDING",
+    "PARTNERS",
+    "DevError",
+    "Ports",
+    "check_ports",
+    "command_dev",
+    "load_or_create_secrets",
+]
 
 DEMO_MODEL = "demo/preview-model"
 DEMO_NAME = "Demo: two checkpoints, 50/50"
@@ -147,15 +156,18 @@ def check_ports(ports: Ports) -> None:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError as exc:
-                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                if exc.errno == errno.EADDRINUSE:
                     raise DevError(
                         f"port {port} ({role}) is already in use; stop whatever listens "
                         f"there or choose another port with {flag}"
                     ) from None
+                if exc.errno == errno.EACCES:
+                    raise DevError(f"port {port} ({role}) needs privileges; choose a port "
+                                   f"above 1023 with {flag}") from None
                 raise
 
 
-def _persistent_secrets(data_dir: Path) -> dict[str, str]:
+def load_or_create_secrets(data_dir: Path) -> dict[str, str]:
     """Encryption key and admin token, created once per data directory and kept.
 
     The key must not change: the stored partner keys are encrypted under it.
@@ -176,8 +188,10 @@ def _persistent_secrets(data_dir: Path) -> dict[str, str]:
         "ABGATE_ADMIN_TOKEN": "abg_dev_" + secrets.token_urlsafe(24),
     }
     scratch = path.with_suffix(".tmp")
-    scratch.write_bytes(orjson.dumps(values))
-    scratch.chmod(0o600)
+    scratch.unlink(missing_ok=True)
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+    with os.fdopen(fd, "wb") as out:
+        out.write(orjson.dumps(values))
     scratch.replace(path)  # all or nothing, even if we are killed here
     return values
 
@@ -327,7 +341,7 @@ def _spawn_mocks(stack: DevStack, env: dict[str, str]) -> None:
 async def _start(stack: DevStack) -> tuple[str, dict[str, Any]]:
     """Bring everything up; returns the admin token and the demo experiment."""
     ports = stack.ports
-    secret_env = _persistent_secrets(stack.data_dir)
+    secret_env = load_or_create_secrets(stack.data_dir)
     # The mocks need nothing else: they import while Postgres starts.
     _step(f"starting mock upstreams: gateway stand-in on :{ports.gateway}, partner "
           f"checkpoints on :{ports.partner_a} and :{ports.partner_b}")

@@ -25,6 +25,7 @@ import ctypes
 import fcntl
 import hashlib
 import importlib.util
+import logging
 import os
 import pwd
 import shutil
@@ -51,6 +52,8 @@ __all__ = [
     "with_database",
 ]
 
+log = logging.getLogger("abgate.embedded")
+
 POSTGRES_SYSTEM_USER = "embedded_postgres"
 _PG_PORT = 5432  # with no TCP listener the port only names the socket file
 _START_TIMEOUT_S = 60.0
@@ -72,7 +75,11 @@ def with_database(dsn: str, database: str) -> str:
 
 
 def die_with_parent(sig: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies (Linux)."""
+    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies (Linux).
+
+    "Parent" is the thread that forks: start children from a thread that lives
+    as long as they should (the main thread, here).
+    """
     if not sys.platform.startswith("linux"):
         return None
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, not in the forked child
@@ -134,12 +141,21 @@ def _is_server_on(pid: int, program: str, marker: str) -> bool:
     return Path(argv[0].split()[0]).name.startswith(program) and marker in " ".join(argv)
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (whoever parents it reaps it, not us)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rpartition(")")[2].split()[0] != "Z"
+
+
 def _terminate(pid: int, sig: int) -> None:
     """Stop a process we do not parent (a leftover of a killed run) and wait for it."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
     deadline = time.monotonic() + _STOP_TIMEOUT_S
-    while Path(f"/proc/{pid}").exists():
+    while _running(pid):
         if time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -285,6 +301,8 @@ def _grant_traverse(path: Path) -> None:
         mode = directory.stat().st_mode
         if not mode & stat.S_IXOTH:
             directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+            log.warning("added o+x to %s so that Postgres (user %s) can reach %s",
+                        directory, POSTGRES_SYSTEM_USER, path)
 
 
 def _grant_read(tree: Path) -> None:

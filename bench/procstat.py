@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 __all__ = ["ProcessSample", "core_busy_seconds", "cpu_seconds", "descendants",
-           "parse_core_busy_ticks", "parse_stat_cpu_ticks", "parse_status_kb", "sample"]
+           "parse_core_busy_ticks", "parse_stat_cpu_ticks", "parse_status_kb",
+           "reset_peak_rss", "sample"]
 
 _PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -59,6 +60,21 @@ def cpu_seconds(pid: int) -> float:
         except (OSError, ValueError, IndexError):
             continue  # exited between listing and reading
     return ticks / _TICKS
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset ``VmHWM`` of the tree to the current RSS, so the next peak is one run's.
+
+    Writes 5 to ``/proc/PID/clear_refs`` (Linux >= 4.0; our own children). False
+    when the kernel refused: the peak then covers the process's whole life.
+    """
+    done = True
+    for member in descendants(pid):
+        try:
+            (_PROC / str(member) / "clear_refs").write_text("5")
+        except OSError:
+            done = False
+    return done
 
 
 class ProcessSample:

@@ -181,7 +181,7 @@ async def _start_group(ctx: Context, group: Group) -> Servers:
                 servers.urls[target] = litellm.url + path
     await _await_experiment_route(servers, group)
     await _warm_up(ctx, group, servers)
-    await _measure_idle_cpu(ctx, group, servers)
+    await _measure_idle_cpu(ctx, servers)
     return servers
 
 
@@ -246,7 +246,7 @@ async def _await_experiment_route(servers: Servers, group: Group) -> None:
             await asyncio.sleep(0.2)
 
 
-async def _measure_idle_cpu(ctx: Context, group: Group, servers: Servers) -> None:
+async def _measure_idle_cpu(ctx: Context, servers: Servers) -> None:
     """CPU an idle server burns (background polls): recorded so it is not mistaken for cost."""
     unique = {child.name: child for child in servers.processes.values()}
     before = {name: procstat.cpu_seconds(child.pid) for name, child in unique.items()}
@@ -310,6 +310,7 @@ async def _run_one(ctx: Context, group: Group, combo: Combo, target: str, repeat
     url = servers.urls[target]
     server = servers.processes.get(target)
     rows_before = await count_rows(ctx.services.database_url) if target == "experiment" else None
+    peak_per_run = procstat.reset_peak_rss(server.pid) if server else False
     before = procstat.sample(server.pid) if server else None
     core_before, wall_before = procstat.core_busy_seconds(PROXY_CORE), time.monotonic()
     argv = _loadgen_argv(ctx, group, combo, target, url)
@@ -329,6 +330,8 @@ async def _run_one(ctx: Context, group: Group, combo: Combo, target: str, repeat
         "stream": combo.stream, "body_bytes": combo.body_bytes,
         "concurrency": combo.concurrency, **asdict(result),
         "cpu_us_per_request": None, "peak_rss_mb": None, "rss_mb": None,
+        # "run": VmHWM was reset before this run; "process": it covers the server's life.
+        "peak_rss_scope": "run" if peak_per_run else "process",
         "rows_expected": result.total_requests if rows_written is not None else None,
         "rows_written": rows_written,
         # Busy time of the server's core not spent by the server (other processes,

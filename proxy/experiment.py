@@ -78,6 +78,12 @@ KEEPALIVE_COMMENT = b": keep-alive\n\n"
 # Status recorded for a client that left before the upstream answered (nginx's convention).
 CLIENT_CLOSED = 499
 _MAX_CLIENT_REQUEST_ID = 500
+# Decrypted API keys are kept this long, per variant version, in this process
+# only (never logged): one AES-GCM decryption per version and minute instead of
+# one per request. A snapshot reload (rekey, new version) brings a new blob and
+# is decrypted again at once.
+_KEY_CACHE_TTL_S = 60.0
+_KEY_CACHE_SIZE = 1024
 
 
 def error_response(exc: ProxyError) -> web.Response:
@@ -206,6 +212,8 @@ class ExperimentHandler:
         self._keyring = keyring
         self._secret = pseudonym_secret
         self._keepalive_s = settings.sse_keepalive_s
+        # version id -> (the encrypted blob, its plaintext, monotonic expiry)
+        self._keys: dict[int, tuple[dict[str, Any], str, float]] = {}
 
     async def handle(
         self,
@@ -275,14 +283,22 @@ class ExperimentHandler:
         )
 
     def _decrypt(self, variant: VariantRoute) -> str:
-        assert variant.encrypted_api_key is not None
+        blob, version_id = variant.encrypted_api_key, variant.version_id
+        assert blob is not None and version_id is not None
+        now = time.monotonic()
+        cached = self._keys.get(version_id)
+        # The same blob object: the snapshot that was decrypted is still the current one.
+        if cached is not None and cached[0] is blob and now < cached[2]:
+            return cached[1]
         try:
-            return self._keyring.decrypt(variant.encrypted_api_key)
+            api_key = self._keyring.decrypt(blob)
         except CryptoError as exc:  # includes NoEncryptionKeyError; messages hold no secret
-            log.error(
-                "cannot decrypt the API key of variant version %s: %s", variant.version_id, exc
-            )
+            log.error("cannot decrypt the API key of variant version %s: %s", version_id, exc)
             raise Unavailable() from None
+        if len(self._keys) >= _KEY_CACHE_SIZE:
+            self._keys.clear()
+        self._keys[version_id] = (blob, api_key, now + _KEY_CACHE_TTL_S)
+        return api_key
 
     # -- the upstream call -----------------------------------------------------------
 
@@ -335,10 +351,10 @@ class ExperimentHandler:
         started = time.perf_counter()
         try:
             return await self._session.post(
-                URL(plan.upstream.endpoint_url, encoded=True),
+                _endpoint(plan.upstream.endpoint_url),
                 data=plan.prepared.body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=plan.upstream.timeout_s),
+                timeout=_timeout(plan.upstream.timeout_s),
                 allow_redirects=False,
             )
         except TimeoutError:
@@ -544,6 +560,17 @@ def _blinder(plan: _Plan) -> Blinder:
 @functools.lru_cache(maxsize=512)
 def _cached_blinder(public_model_id: str, internal_id: str, base_url: str) -> Blinder:
     return Blinder(public_model_id, internal_id, base_url)
+
+
+# Parsing a URL and building a timeout cost more than the lookup; both are immutable.
+@functools.lru_cache(maxsize=512)
+def _endpoint(endpoint_url: str) -> URL:
+    return URL(endpoint_url, encoded=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(total_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total_s)
 
 
 def _usage_of(api_kind: str, raw: bytes) -> Usage:

@@ -43,6 +43,7 @@ _REQUEST_ONLY_DROP: frozenset[str] = frozenset({"host", "expect"})
 EXPERIMENT_RESPONSE_HEADERS: frozenset[str] = frozenset(
     {"content-type", "cache-control", "retry-after"}
 )
+_EXPERIMENT_RESPONSE_ORDER = tuple(sorted(EXPERIMENT_RESPONSE_HEADERS))
 
 
 def _connection_named(headers: MultiMapping[str]) -> set[str]:
@@ -112,7 +113,7 @@ def experiment_response_headers(
     client decompresses, so the bytes we send are identity-encoded.
     """
     out: CIMultiDict[str] = CIMultiDict()
-    for name in sorted(EXPERIMENT_RESPONSE_HEADERS):
+    for name in _EXPERIMENT_RESPONSE_ORDER:
         value = upstream.get(name)
         if value is not None:
             out[name] = value

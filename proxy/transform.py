@@ -24,6 +24,7 @@ never correlate theirs. 36 characters fit every API's limit on these fields.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -150,7 +151,19 @@ def pseudonym_secret(keys: Sequence[EncryptionKey]) -> bytes:
 
 def pseudonym(secret: bytes, upstream: Upstream, subject_kind: str, subject_value: str) -> str:
     """The stable, irreversible id the partner behind ``upstream`` sees for a subject."""
-    partner = urlsplit(upstream.base_url).hostname or upstream.base_url
+    return _pseudonym(secret, _partner(upstream.base_url), subject_kind, subject_value)
+
+
+# A busy subject sends many requests: the HMAC and the URL parse are done once
+# per (partner, subject) rather than per request. Pseudonyms are not secret
+# (every partner request carries one), so keeping them in memory costs nothing.
+@functools.lru_cache(maxsize=256)
+def _partner(base_url: str) -> str:
+    return urlsplit(base_url).hostname or base_url
+
+
+@functools.lru_cache(maxsize=16_384)
+def _pseudonym(secret: bytes, partner: str, subject_kind: str, subject_value: str) -> str:
     message = "\x00".join((partner, subject_kind, subject_value))
     digest = hmac.new(secret, message.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
     return "abg-" + digest[:32]

@@ -47,6 +47,15 @@ def test_this_process_is_sampled_from_proc() -> None:
     assert sample.cpu_s > 0 and sample.peak_rss_mb >= sample.rss_mb > 0
 
 
+def test_peak_rss_can_be_reset_so_each_run_reports_its_own_peak() -> None:
+    ballast = bytearray(64 * 1024 * 1024)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page
+    del ballast
+    before = procstat.sample(os.getpid()).peak_rss_mb
+    assert procstat.reset_peak_rss(os.getpid())
+    assert procstat.sample(os.getpid()).peak_rss_mb < before - 32
+
+
 def test_commands_are_pinned_to_a_core_and_optionally_reprioritized() -> None:
     assert pinned(1, ["cmd", "-x"]) == ["taskset", "-c", "1", "cmd", "-x"]
     assert pinned(0, ["cmd"], nice=-5) == ["nice", "-n", "-5", "taskset", "-c", "0", "cmd"]

@@ -244,3 +244,16 @@ def test_after_a_sigkill_nothing_is_left_and_the_next_run_reuses_the_data(
     assert second.experiment_id == first.experiment_id
     assert "first run" not in second.output
     assert _count_demo_experiments(data_dir) == 1
+
+
+def test_ctrl_c_while_starting_stops_what_was_started(tmp_path: Path) -> None:
+    run = DevRun.start(tmp_path / "data", free_ports())
+    try:
+        run.wait_for_line("applying migrations")
+        started = run.descendants()
+        run.process.send_signal(signal.SIGINT)
+        assert run.finish() == 0
+    finally:
+        run.stop()
+    assert survivors(started, run.data_dir) == []
+    assert "abgate dev is ready" not in run.output
