@@ -6,12 +6,13 @@ plain dicts, never in JSON strings.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
 import orjson
 
-__all__ = ["connect", "create_pool", "init_connection"]
+__all__ = ["close_pool", "connect", "create_pool", "init_connection"]
 
 
 def _encode_json(value: Any) -> str:
@@ -52,3 +53,11 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn, **kwargs)
     await init_connection(conn)
     return conn
+
+
+async def close_pool(pool: asyncpg.Pool, grace_s: float = 5.0) -> None:
+    """Close gracefully, but never hang shutdown on a connection that is not given back."""
+    try:
+        await asyncio.wait_for(pool.close(), grace_s)
+    except TimeoutError:
+        pool.terminate()

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from abgate.config import Settings
 from abgate.crypto import KeyRing
-from abgate.db import create_pool
+from abgate.db import close_pool, create_pool
 from admin.auth import Authenticator, auth_middleware
 from admin.context import CONTEXT, AdminContext
 from admin.errors import error_middleware
@@ -144,6 +144,6 @@ def _resources(
         finally:
             if redis is not None:
                 await redis.aclose()
-            await pool.close()
+            await close_pool(pool)
 
     return resources

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from abgate.config import Settings
 from abgate.crypto import KeyRing
-from abgate.db import create_pool
+from abgate.db import close_pool, create_pool
 from abgate.evidence_sink import evidence_sink
 from proxy import feedback, health, passthrough
 from proxy.config_store import ConfigStore
@@ -295,6 +295,6 @@ def _resources(
             await clients.close()
             if redis is not None:
                 await redis.aclose()
-            await pool.close()
+            await close_pool(pool)
 
     return resources

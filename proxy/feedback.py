@@ -24,7 +24,7 @@ import orjson
 from aiohttp import web
 
 from abgate.config import Settings
-from abgate.db import create_pool
+from abgate.db import close_pool, create_pool
 from proxy.errors import BadRequest, PayloadTooLarge, ProxyError, Unauthorized, Unavailable
 from proxy.identity import IdentityResolver, InvalidToken, Subject
 from proxy.metrics import REQUESTS
@@ -166,7 +166,7 @@ def add_routes(app: web.Application, settings: Settings) -> None:
             yield
         finally:
             pool, resources.pool = resources.pool, None
-            await pool.close()
+            await close_pool(pool)
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/feedback", _handler(resources))
