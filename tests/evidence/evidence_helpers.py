@@ -118,7 +118,9 @@ def record(
 async def write(pool: asyncpg.Pool, records: Sequence[RequestRecord], spool_dir: Path,
                 prompt_store: str = "postgres") -> None:
     """Write records through the real recorder and evidence sink, and wait for both."""
-    recorder = Recorder(pool, Spool(str(spool_dir), 64 * 1024 * 1024))
+    # A generous write timeout: on a loaded CI machine a slow first insert must not
+    # divert the batch to the spool, which carries no prompt content.
+    recorder = Recorder(pool, Spool(str(spool_dir), 64 * 1024 * 1024), write_timeout_s=60.0)
     recorder.prompt_sink = evidence_sink(pool, prompt_store)
     await recorder.start()
     for item in records:
