@@ -10,6 +10,9 @@ Per event, JSON is parsed only when the data can matter: a non-null ``"usage"``
 (token accounting, the usage-only chat chunk) or an ``"error"`` (error
 detection), found with ``bytes.find`` and one anchored regex match.
 Everything else is forwarded as its original bytes, blinded in one pass per chunk.
+A chunk of whole single-line ``data:`` events that needs none of this (a chat
+stream's ``"usage": null`` chunks) skips the event split as well: it is checked
+with a few whole-chunk scans, blinded and counted as it is.
 
 * usage: chat takes the last chunk's ``usage``; messages takes ``message_start``'s
   ``message.usage`` and then each ``message_delta``'s cumulative ``usage``;
@@ -39,6 +42,7 @@ from proxy.usage import Usage, merge_messages_delta, usage_from_object
 __all__ = ["StreamTransformer"]
 
 _USAGE = b'"usage"'
+_NULL_USAGE = b'"usage":null'
 _ERROR = b'"error"'
 _ERROR_EVENTS = frozenset({b"error", b"response.failed"})
 _ERROR_TYPES = frozenset({"error", "response.failed"})
@@ -57,6 +61,51 @@ def _has_non_null(data: bytes, key: bytes) -> bool:
     return False
 
 
+def _plain_data_events(chunk: bytes) -> int:
+    """How many events ``chunk`` holds when it may be forwarded whole, else 0.
+
+    That is when it is a run of complete ``data: <non-empty>\\n\\n`` events (LF
+    only, one data line each, no other field) with no ``"error"`` and no
+    non-null ``"usage"``: :meth:`StreamTransformer._keep` would count and keep
+    each of them without parsing it. A chat stream with ``include_usage``
+    forced is all such chunks but the usage-only one.
+    """
+    if not (chunk.startswith(b"data:") and chunk.endswith(b"\n\n")):
+        return 0
+    if b"\r" in chunk or _ERROR in chunk:
+        return 0
+    if chunk.find(b"\n") == len(chunk) - 2:  # one event, the usual chunk
+        # Its data is chunk[5:-2] less one leading space; it must not be empty.
+        if len(chunk) - 7 - (chunk[5] == 0x20) <= 0:
+            return 0
+        count = 1
+    else:
+        # Each run of line ends follows a non-blank line. Runs of exactly two (n
+        # blocks, 2n line ends) with n lines starting with "data:" leave no room
+        # for any other line: every event is a single data line.
+        count = chunk.count(b"\n\n")
+        if chunk.count(b"\n") != 2 * count or 1 + chunk.count(b"\ndata:") != count:
+            return 0
+        if b"data:\n" in chunk or b"data: \n" in chunk:  # an event with empty data
+            return 0
+    return 0 if _has_non_null_usage(chunk) else count
+
+
+def _has_non_null_usage(chunk: bytes) -> bool:
+    """``_has_non_null(chunk, _USAGE)``, without the per-key regex in the usual case.
+
+    Every ``"usage":null`` holds one ``"usage"``; ``bytes.count`` does not count
+    overlaps, but a ``"usage"`` that overlaps another is followed by ``u``, not by
+    a colon, so it is null too. Equal counts therefore leave no non-null key.
+    On joined events the result is the one per event: a key non-null within
+    one event's data is non-null in the joined bytes as well.
+    """
+    keys = chunk.count(_USAGE)
+    if not keys or keys == chunk.count(_NULL_USAGE):
+        return False
+    return _has_non_null(chunk, _USAGE)
+
+
 class StreamTransformer:
     """One upstream SSE stream of ``api_kind`` on its way to the client."""
 
@@ -65,6 +114,7 @@ class StreamTransformer:
         "_blinder",
         "_drop_usage_chunk",
         "_parser",
+        "_primed",
         "events",
         "saw_error_event",
         "usage",
@@ -75,15 +125,24 @@ class StreamTransformer:
         self._blinder = blinder
         self._drop_usage_chunk = drop_usage_chunk and api_kind == "chat_completions"
         self._parser = SSEParser()
+        # The parser has seen the stream's first event (its BOM handling is done),
+        # so a chunk may bypass it while it holds nothing.
+        self._primed = False
         self.usage = Usage()
         self.saw_error_event = False
         self.events = 0
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the blinded bytes to forward now (complete events only; may be b"")."""
+        if self._primed and not self._parser.pending:
+            count = _plain_data_events(chunk)
+            if count:
+                self.events += count
+                return self._blinder.blind(chunk)
         events = self._parser.feed(chunk)
         if not events:
             return b""
+        self._primed = True
         if len(events) == 1:
             raw = events[0].raw if self._keep(events[0]) else b""
         else:

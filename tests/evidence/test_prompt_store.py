@@ -63,6 +63,30 @@ def test_chat_system_messages_apart_from_each_other_are_each_cut() -> None:
     assert _round_trip(body, system) == body
 
 
+def test_chat_system_messages_next_to_each_other_are_cut_as_one_piece() -> None:
+    body = orjson.dumps({"messages": [
+        {"role": "system", "content": "first rules"},
+        {"role": "developer", "content": "second rules"},
+        {"role": "user", "content": "hi"},
+    ]})
+    system = system_prompt("chat_completions", orjson.loads(body))
+    assert system is not None
+    remainder = Remainder.decode(split(body, system).remainder)
+    assert remainder.layout == "array" and remainder.spans == ((13, len(system) - 2),)
+    assert _round_trip(body, system) == body
+
+
+def test_a_long_system_prompt_whose_start_recurs_in_the_body_is_still_cut() -> None:
+    rules = "a" * 400 + " and then the real rules"
+    decoys = ["a" * 400 + f" decoy {i}" for i in range(12)]
+    body = orjson.dumps({"model": "m", "notes": decoys, "instructions": rules, "input": "q"})
+    system = system_prompt("responses", orjson.loads(body))
+    assert system is not None
+    remainder = Remainder.decode(split(body, system).remainder)
+    assert remainder.spans == ((body.index(system), len(system)),)
+    assert _round_trip(body, system) == body
+
+
 def test_a_system_prompt_not_found_in_the_body_leaves_the_body_whole() -> None:
     body = b'{"messages":[{"role": "system", "content": "spaced json"}]}'
     system = b'[{"role":"system","content":"spaced json"}]'

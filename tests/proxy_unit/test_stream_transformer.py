@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.blinding import Blinder
+from proxy.sse import SSEEvent, SSEParser
 from proxy.stream_transform import StreamTransformer
 from proxy.usage import Usage
 
@@ -368,3 +369,63 @@ def test_never_holds_more_than_one_partial_event(
         assert t.pending <= longest_event
     t.finish()
     assert t.pending == 0
+
+
+# --- whole-chunk fast path -----------------------------------------------------
+
+_EVENTS = st.sampled_from(
+    [
+        chat_chunk("plain"),
+        chat_chunk(INTERNAL),
+        b'data: {"choices":[{"delta":{"content":"x"}}],"usage": null}\n\n',
+        b'data: {"choices":[],"usage":null,"x":{"usage":null}}\n\n',
+        b'data: {"choices":[{"delta":{"content":"\\"usage"}}],"usage":null}\n\n',
+        b'data: {"usage"usage":null}\n\n',
+        b'data: {"content":"ends with key","usage"\n\n',
+        b'data: {"usage"  :\n\n',
+        CHAT_USAGE_CHUNK,
+        sse({"choices": [{"delta": {"content": "u"}}], "usage": CHAT_USAGE}),
+        sse({"error": {"message": "boom"}}),
+        sse({"choices": [], "usage": None}, "error"),
+        b"data:\n\n",
+        b"data: \n\n",
+        b"data:x\n\n",
+        b": keep-alive\n\n",
+        b"data: a\ndata: b\n\n",
+        b"data: [DONE]\n\n",
+    ]
+)
+
+
+class _CountingParser(SSEParser):
+    calls = 0
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        self.calls += 1
+        return super().feed(chunk)
+
+
+def test_event_aligned_plain_chunks_bypass_the_parser() -> None:
+    t = StreamTransformer("chat_completions", BLINDER, drop_usage_chunk=True)
+    parser = t._parser = _CountingParser()
+    chunks = [chat_chunk(f"w{i}") for i in range(5)]
+    out = b"".join(t.feed(c) for c in chunks)
+    assert parser.calls == 1  # the first chunk primes the parser; the rest skip it
+    assert t.events == 5 and out == b"".join(chunks).replace(INTERNAL.encode(), PUBLIC.encode())
+
+
+@settings(deadline=None)  # CI machines are shared: no per-example timing
+@given(st.lists(st.lists(_EVENTS, min_size=1, max_size=4), max_size=8), st.booleans())
+def test_whole_chunks_and_byte_by_byte_feeding_agree(groups: list[list[bytes]], drop: bool) -> None:
+    """Event-aligned chunks take the fast path where they can; single bytes never do."""
+    chunks = [b"".join(group) for group in groups]
+    fast_out, fast = run("chat_completions", chunks, drop=drop)
+    stream = b"".join(chunks)
+    slow_out, slow = run("chat_completions", [stream[i:i + 1] for i in range(len(stream))],
+                         drop=drop)
+    assert fast_out == slow_out
+    assert (fast.usage, fast.events, fast.saw_error_event) == (
+        slow.usage,
+        slow.events,
+        slow.saw_error_event,
+    )
