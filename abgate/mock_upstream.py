@@ -33,6 +33,7 @@ Invalid override values get a 400. Test helpers:
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import base64
@@ -385,24 +386,28 @@ def _pieces(words: tuple[str, ...], n: int) -> tuple[str, ...]:
     return tuple((" " if i else "") + words[i % len(words)] for i in range(n))
 
 
-class _Format:
+class _Format(abc.ABC):
     """How one API kind renders an answer. ``content`` frames may hold the id placeholder."""
 
     sse_content_type = "text/event-stream; charset=utf-8"
 
+    @abc.abstractmethod
     def content(
         self, model: str, created: int, pieces: tuple[str, ...], usage: bool
     ) -> list[bytes]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def head(self, call: _Call) -> list[bytes]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def tail(self, call: _Call, text: str) -> list[bytes]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def body(self, call: _Call, text: str) -> dict[str, Any]:
-        raise NotImplementedError
+        ...
 
 
 class _ChatFormat(_Format):
