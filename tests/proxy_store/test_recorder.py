@@ -369,7 +369,8 @@ async def test_close_spools_what_postgres_cannot_take_and_a_restart_replays_it(
     await make_recorder()  # the next process, on a reachable Postgres
     await eventually(lambda: _equals(usage_count(db), 5), 5.0, "the replay")
     assert await arrivals(db) == [r.usage_id for r in records]
-    assert metrics[("replayed",)] == 5
+    # The rows commit before the counter moves: wait for the counter too.
+    await eventually(lambda: metrics[("replayed",)] == 5, 5.0, "the replay counter")
 
 
 async def test_a_torn_spool_line_is_counted_as_dropped_on_replay(
