@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from evidence_helpers import ADMIN_TOKEN, VIEWER_TOKEN
 
 from abgate.config import Settings
-from abgate.db import create_pool
+from abgate.db import close_pool, create_pool
 from admin.app import create_app
 
 
@@ -21,7 +21,7 @@ from admin.app import create_app
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(database_url, min_size=1, max_size=4)
     yield pool
-    await pool.close()
+    await close_pool(pool)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from abgate.db import create_pool
+from abgate.db import close_pool, create_pool
 from abgate.embedded import EmbeddedServices
 
 from .tcp_cut import TcpCut
@@ -19,7 +19,7 @@ from .tcp_cut import TcpCut
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(database_url, min_size=1, max_size=5)
     yield pool
-    await pool.close()
+    await close_pool(pool)
 
 
 @pytest.fixture
