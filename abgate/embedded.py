@@ -422,6 +422,11 @@ def start_postgres(data_dir: Path, services: EmbeddedServices, *, keep: bool) ->
         data_dir.chmod(0o700)
         _clear_stale_postmaster(data_dir)
         socket_dir, socket_is_temporary = _socket_dir(data_dir, f".s.PGSQL.{_PG_PORT}", user)
+        # We hold the directory's lock and stopped any leftover server above, so a socket
+        # lock file still here is stale. Postgres would refuse it while its old owner is
+        # an unreaped zombie (a killed run's children are reparented, maybe never reaped).
+        for stale in (f".s.PGSQL.{_PG_PORT}.lock", f".s.PGSQL.{_PG_PORT}"):
+            (socket_dir / stale).unlink(missing_ok=True)
         durability = [] if keep else ["-c", "fsync=off", "-c", "synchronous_commit=off",
                                       "-c", "full_page_writes=off"]
         log = data_dir / "server.log"
