@@ -61,6 +61,8 @@ _LOOKUP = {
 
 _PG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+_CLOSE_ATTEMPTS = 20
+_CLOSE_RETRY_S = 0.25
 
 
 class ConfigUnavailable(Exception):
@@ -151,6 +153,7 @@ class ConfigStore:
         self._last_sync: float | None = None
         self._wake_poll = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
         self._redis_skip_until = 0.0
         self._redis_backoff = _Backoff(_REDIS_SKIP_BASE_S, _REDIS_SKIP_CAP_S)
         self._redis_warning = _RateLimitedWarning(_WARN_EVERY_S)
@@ -173,11 +176,26 @@ class ConfigStore:
             )
 
     async def close(self) -> None:
+        self._closed = True
         tasks = self._tasks + list(self._inflight.values())
         self._tasks = []
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # redis-py's pub/sub read can absorb a cancellation and read on (seen with
+        # redis 8.1 under load), so a listener may outlive one cancel(): cancel
+        # again until every task is done, and the loops also stop on _closed.
+        pending = {task for task in tasks if not task.done()}
+        for _ in range(_CLOSE_ATTEMPTS):
+            if not pending:
+                break
+            _, pending = await asyncio.wait(pending, timeout=_CLOSE_RETRY_S)
+            for task in pending:
+                task.cancel()
+        if pending:
+            log.error("%d routing config task(s) did not stop", len(pending))
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("routing config task failed: %r", task.exception())
 
     @property
     def last_sync_age_s(self) -> float:
@@ -392,7 +410,7 @@ class ConfigStore:
         return 0
 
     async def _poll_loop(self) -> None:
-        while True:
+        while not self._closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval_s):
                     await self._wake_poll.wait()
@@ -406,14 +424,14 @@ class ConfigStore:
         assert self._redis is not None
         channel = routing_protocol.channel(self._namespace)
         backoff = _Backoff(0.1, 5.0)
-        while True:
+        while not self._closed:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(channel)
                 # Messages published while we were not subscribed are lost: catch up now.
                 self._wake_poll.set()
                 backoff.reset()
-                while True:
+                while not self._closed:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                     if message is not None and message.get("type") == "message":
                         self._on_message(message.get("data"))

@@ -13,6 +13,7 @@ __all__ = [
     "CONFIG_VERSION",
     "IN_FLIGHT",
     "OVERHEAD",
+    "PROMPTS_SHED",
     "RECORDER_QUEUE_DEPTH",
     "RECORDER_ROWS",
     "REQUESTS",
@@ -75,4 +76,8 @@ RECORDER_QUEUE_DEPTH = Gauge(
     "abgate_recorder_queue_depth",
     "Records waiting to be written",
     multiprocess_mode="livesum",
+)
+PROMPTS_SHED = Counter(
+    "abgate_recorder_prompts_shed_total",
+    "Records queued without their prompt content because the evidence store fell behind",
 )

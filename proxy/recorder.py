@@ -15,6 +15,13 @@ first, so rows reach Postgres in the order they were recorded (except those
 spilled straight to the spool because the in-memory queue was full). Nothing
 is lost unless the spool is full; such rows are counted as ``dropped``.
 
+Prompt content (the bytes sent upstream, for the evidence store) rides on the
+queued records until the prompt sink has taken them. It is bounded by bytes,
+not only by count: beyond ``max_prompt_bytes`` queued, a new record is kept
+without its content (its capture is then marked failed, as for any capture
+that could not be stored), so a slow evidence store costs evidence, never rows
+or memory.
+
 A row Postgres will never accept (a constraint or data error) cannot be
 retried into existence: its batch is retried row by row and only the
 offending rows are dropped, counted and logged by ``usage_id``.
@@ -34,7 +41,7 @@ from typing import Any
 
 import asyncpg
 
-from proxy.metrics import RECORDER_QUEUE_DEPTH, RECORDER_ROWS
+from proxy.metrics import PROMPTS_SHED, RECORDER_QUEUE_DEPTH, RECORDER_ROWS
 from proxy.records import RequestRecord
 from proxy.spool import Spool
 
@@ -135,6 +142,10 @@ def _request_row(r: RequestRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def _prompt_size(r: RequestRecord) -> int:
+    return len(r.prompt_body or b"") + len(r.prompt_system or b"")
+
+
 def _is_missing_partition(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.CheckViolationError) and "no partition" in str(exc)
 
@@ -182,6 +193,7 @@ class Recorder:
         batch_size: int = 200,
         flush_interval_s: float = 0.05,
         max_queue: int = 100_000,
+        max_prompt_bytes: int = 64 * 1024 * 1024,
         write_timeout_s: float = 10.0,
     ) -> None:
         self._pool = pool
@@ -189,6 +201,8 @@ class Recorder:
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._max_queue = max_queue
+        self._max_prompt_bytes = max_prompt_bytes
+        self._prompt_bytes = 0  # prompt content held by records in the queue
         self._write_timeout_s = write_timeout_s
         #: Called with each batch once it is committed (the prompt evidence store).
         #: Its failures are logged; they never lose or delay rows beyond its call.
@@ -205,6 +219,8 @@ class Recorder:
         self._warned_at = -_WARN_EVERY_S
         self._dropped_logged_at = -_WARN_EVERY_S
         self._dropped_unlogged = 0
+        self._shed_logged_at = -_WARN_EVERY_S
+        self._shed_unlogged = 0
 
     @property
     def queue_depth(self) -> int:
@@ -218,12 +234,34 @@ class Recorder:
             if len(self._queue) >= self._max_queue or (self._task is None and self._closing):
                 self._spill_now([rec])
                 return
+            self._hold_prompt(rec)
             self._queue.append(rec)
             depth = len(self._queue)
             if depth == 1 or depth == self._batch_size:
                 self._wakeup.set()
         except Exception:  # a request must never fail because recording did
             log.exception("failed to record request %s", rec.usage_id)
+
+    def _hold_prompt(self, rec: RequestRecord) -> None:
+        """Count ``rec``'s prompt content against the budget, or drop it when over."""
+        size = _prompt_size(rec)
+        if not size:
+            return
+        if self._prompt_bytes + size <= self._max_prompt_bytes:
+            self._prompt_bytes += size
+            return
+        rec.prompt_body = rec.prompt_system = None
+        PROMPTS_SHED.inc()
+        self._shed_unlogged += 1
+        now = time.monotonic()
+        if now - self._shed_logged_at >= _WARN_EVERY_S:
+            log.warning(
+                "prompt evidence is arriving faster than it is stored: %d capture(s) "
+                "kept without content (rows are unaffected)",
+                self._shed_unlogged,
+            )
+            self._shed_logged_at = now
+            self._shed_unlogged = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -247,6 +285,7 @@ class Recorder:
         leftovers = self._in_hand + list(self._queue)
         self._in_hand = []
         self._queue.clear()
+        self._prompt_bytes = 0
         if leftovers:
             self._spill_now(leftovers)
         RECORDER_QUEUE_DEPTH.set(0)
@@ -303,6 +342,8 @@ class Recorder:
     def _take(self, count: int) -> list[RequestRecord]:
         batch = [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
         self._in_hand = batch
+        # Taken content is bounded by the batch size from here on.
+        self._prompt_bytes -= sum(_prompt_size(r) for r in batch)
         return batch
 
     async def _catch_up(self) -> bool:

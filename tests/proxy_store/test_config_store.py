@@ -12,6 +12,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
+from redis.asyncio.client import PubSub
 
 from abgate.routing_protocol import Invalidation, bump_version, channel, snapshot_key
 from proxy import config_store, snapshot_loader
@@ -527,6 +528,41 @@ async def test_close_stops_background_tasks(make_store: StoreFactory) -> None:
     tasks = list(store._tasks)
     assert tasks and not any(t.done() for t in tasks)
     await store.close()
+    assert all(t.done() for t in tasks)
+
+
+class _CancelAbsorbingPubSub(PubSub):
+    """A pub/sub whose read absorbs the first cancellation and reads on.
+
+    redis-py 8.1 was seen doing this under load; close() must not hang on it.
+    """
+
+    absorbed = 0
+
+    async def get_message(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_message(*args, **kwargs)
+        except asyncio.CancelledError:
+            if _CancelAbsorbingPubSub.absorbed:
+                raise
+            _CancelAbsorbingPubSub.absorbed += 1
+            return await super().get_message(*args, **kwargs)
+
+
+class _CancelAbsorbingRedis(aioredis.Redis):
+    def pubsub(self, **kwargs: Any) -> PubSub:
+        return _CancelAbsorbingPubSub(self.connection_pool, **kwargs)
+
+
+async def test_close_stops_a_listener_that_absorbs_a_cancellation(
+    make_store: StoreFactory, redis_client: aioredis.Redis, redis_namespace: str
+) -> None:
+    redis = _CancelAbsorbingRedis(connection_pool=redis_client.connection_pool)
+    store = await make_store(redis=redis)
+    await wait_subscribed(redis_client, redis_namespace)
+    tasks = list(store._tasks)
+    await asyncio.wait_for(store.close(), 10.0)
+    assert _CancelAbsorbingPubSub.absorbed == 1
     assert all(t.done() for t in tasks)
 
 

@@ -421,6 +421,37 @@ async def test_a_full_queue_spills_straight_to_the_spool(
     spool.close()
 
 
+async def test_prompt_content_beyond_the_byte_budget_is_shed_and_the_rows_kept(
+    pool: asyncpg.Pool, spool_dir: Path, version_id: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(str(spool_dir), 1 << 20)
+    recorder = Recorder(pool, spool, max_prompt_bytes=250)  # not started: the queue holds
+    records = [
+        make_record(version_id, n, prompt_body=b"b" * 100, prompt_system=b"s" * 10)
+        for n in range(3)
+    ]
+    for record in records:
+        recorder.record(record)
+    assert recorder.queue_depth == 3
+    assert [r.prompt_body is not None for r in records] == [True, True, False]
+    assert records[2].prompt_system is None
+    assert "kept without content" in caplog.text
+    await recorder.close(timeout=1.0)
+    spool.close()
+
+
+async def test_taking_a_batch_frees_its_share_of_the_prompt_budget(
+    make_recorder: RecorderFactory, version_id: int
+) -> None:
+    recorder = await make_recorder(max_prompt_bytes=150)
+    first = make_record(version_id, 0, prompt_body=b"b" * 100)
+    recorder.record(first)
+    await eventually(lambda: recorder.queue_depth == 0, 5.0, "the writer to take the record")
+    later = make_record(version_id, 1, prompt_body=b"b" * 100)
+    recorder.record(later)
+    assert later.prompt_body is not None
+
+
 async def test_record_never_raises(
     pool: asyncpg.Pool, spool_dir: Path, version_id: int, caplog: pytest.LogCaptureFixture
 ) -> None:
