@@ -106,6 +106,29 @@ def _has_non_null_usage(chunk: bytes) -> bool:
     return _has_non_null(chunk, _USAGE)
 
 
+def _plain_head_end(chunk: bytes) -> int:
+    """Where the events before the first one that may need parsing end (0: none).
+
+    That first event holds the first ``"error"`` or non-null ``"usage"``, or is
+    the incomplete tail. The head is cut at a blank line (``\n\n``), which
+    only ends events: JSON data holds no raw line break. Whether the head is
+    really plain is left to :func:`_plain_data_events`.
+    """
+    end = len(chunk)
+    error = chunk.find(_ERROR)
+    if error >= 0:
+        end = error
+    start = chunk.find(_USAGE, 0, end)
+    while start >= 0:
+        match = _VALUE_START_RE.match(chunk, start + len(_USAGE))
+        if match is not None and match.group(1) != b"n":
+            end = start
+            break
+        start = chunk.find(_USAGE, start + len(_USAGE), end)
+    blank = chunk.rfind(b"\n\n", 0, end)
+    return 0 if blank < 0 else blank + 2
+
+
 class StreamTransformer:
     """One upstream SSE stream of ``api_kind`` on its way to the client."""
 
@@ -139,6 +162,17 @@ class StreamTransformer:
             if count:
                 self.events += count
                 return self._blinder.blind(chunk)
+            # A fast upstream delivers the whole stream in a read or two: pass its
+            # plain events whole and parse only from the first one that matters.
+            cut = _plain_head_end(chunk)
+            if 0 < cut < len(chunk):
+                count = _plain_data_events(chunk[:cut])
+                if count:
+                    self.events += count
+                    return self._blinder.blind(chunk[:cut]) + self._feed_events(chunk[cut:])
+        return self._feed_events(chunk)
+
+    def _feed_events(self, chunk: bytes) -> bytes:
         events = self._parser.feed(chunk)
         if not events:
             return b""

@@ -414,6 +414,28 @@ def test_event_aligned_plain_chunks_bypass_the_parser() -> None:
     assert t.events == 5 and out == b"".join(chunks).replace(INTERNAL.encode(), PUBLIC.encode())
 
 
+class _RecordingParser(SSEParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fed: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        self.fed.append(chunk)
+        return super().feed(chunk)
+
+
+def test_a_whole_stream_in_one_read_is_parsed_only_from_its_usage_chunk() -> None:
+    t = StreamTransformer("chat_completions", BLINDER, drop_usage_chunk=True)
+    parser = t._parser = _RecordingParser()
+    t.feed(chat_chunk("first"))  # primes the parser
+    plain = b"".join(chat_chunk(f"w{i}") for i in range(20))
+    tail = CHAT_USAGE_CHUNK + b"data: [DONE]\n\n"
+    out = t.feed(plain + tail)
+    assert parser.fed[1:] == [tail]
+    assert out == (plain + b"data: [DONE]\n\n").replace(INTERNAL.encode(), PUBLIC.encode())
+    assert t.events == 23 and t.usage.output_tokens == CHAT_USAGE["completion_tokens"]
+
+
 @settings(deadline=None)  # CI machines are shared: no per-example timing
 @given(st.lists(st.lists(_EVENTS, min_size=1, max_size=4), max_size=8), st.booleans())
 def test_whole_chunks_and_byte_by_byte_feeding_agree(groups: list[list[bytes]], drop: bool) -> None:
