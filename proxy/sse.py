@@ -150,6 +150,13 @@ class SSEParser:
             return event
         return parse_block(raw)
 
+    def skip_events(self) -> None:
+        """Note that whole events went by without being fed (the stream has started).
+
+        Only while nothing is held; from now on a leading BOM is ordinary data.
+        """
+        self._started = True
+
     def flush(self) -> bytes:
         """Return (and forget) the bytes of the incomplete event held back, if any."""
         tail = b"".join(self._held)

@@ -46,87 +46,66 @@ _NULL_USAGE = b'"usage":null'
 _ERROR = b'"error"'
 _ERROR_EVENTS = frozenset({b"error", b"response.failed"})
 _ERROR_TYPES = frozenset({"error", "response.failed"})
-# The character after ``"key"`` and its colon: tells a null value from a real one.
-_VALUE_START_RE = re.compile(rb"\s*:\s*(.)", re.DOTALL)
+# A "usage" member whose value does not start with "n" (null). The possessive
+# \s*+ keeps the whitespace from being given back to match the class.
+_NON_NULL_USAGE_RE = re.compile(rb'"usage"\s*:\s*+[^n]', re.DOTALL)
 
 
-def _has_non_null(data: bytes, key: bytes) -> bool:
-    """True when some ``key`` member in the JSON ``data`` has a non-null value."""
-    start = data.find(key)
-    while start >= 0:
-        match = _VALUE_START_RE.match(data, start + len(key))
-        if match is not None and match.group(1) != b"n":
-            return True
-        start = data.find(key, start + len(key))
-    return False
-
-
-def _plain_data_events(chunk: bytes) -> int:
-    """How many events ``chunk`` holds when it may be forwarded whole, else 0.
-
-    That is when it is a run of complete ``data: <non-empty>\\n\\n`` events (LF
-    only, one data line each, no other field) with no ``"error"`` and no
-    non-null ``"usage"``: :meth:`StreamTransformer._keep` would count and keep
-    each of them without parsing it. A chat stream with ``include_usage``
-    forced is all such chunks but the usage-only one.
-    """
-    if not (chunk.startswith(b"data:") and chunk.endswith(b"\n\n")):
-        return 0
-    if b"\r" in chunk or _ERROR in chunk:
-        return 0
-    if chunk.find(b"\n") == len(chunk) - 2:  # one event, the usual chunk
-        # Its data is chunk[5:-2] less one leading space; it must not be empty.
-        if len(chunk) - 7 - (chunk[5] == 0x20) <= 0:
-            return 0
-        count = 1
-    else:
-        # Each run of line ends follows a non-blank line. Runs of exactly two (n
-        # blocks, 2n line ends) with n lines starting with "data:" leave no room
-        # for any other line: every event is a single data line.
-        count = chunk.count(b"\n\n")
-        if chunk.count(b"\n") != 2 * count or 1 + chunk.count(b"\ndata:") != count:
-            return 0
-        if b"data:\n" in chunk or b"data: \n" in chunk:  # an event with empty data
-            return 0
-    return 0 if _has_non_null_usage(chunk) else count
-
-
-def _has_non_null_usage(chunk: bytes) -> bool:
-    """``_has_non_null(chunk, _USAGE)``, without the per-key regex in the usual case.
-
-    Every ``"usage":null`` holds one ``"usage"``; ``bytes.count`` does not count
-    overlaps, but a ``"usage"`` that overlaps another is followed by ``u``, not by
-    a colon, so it is null too. Equal counts therefore leave no non-null key.
-    On joined events the result is the one per event: a key non-null within
-    one event's data is non-null in the joined bytes as well.
-    """
-    keys = chunk.count(_USAGE)
-    if not keys or keys == chunk.count(_NULL_USAGE):
-        return False
-    return _has_non_null(chunk, _USAGE)
+def _first_non_null_usage(data: bytes, start: int = 0, end: int | None = None) -> int:
+    """Where the first ``"usage"`` member with a non-null value starts in ``data``, or -1."""
+    match = _NON_NULL_USAGE_RE.search(data, start, len(data) if end is None else end)
+    return -1 if match is None else match.start()
 
 
 def _plain_head_end(chunk: bytes) -> int:
-    """Where the events before the first one that may need parsing end (0: none).
+    """Where the run of events that need no parsing, at the start of ``chunk``, ends.
 
-    That first event holds the first ``"error"`` or non-null ``"usage"``, or is
-    the incomplete tail. The head is cut at a blank line (``\n\n``), which
-    only ends events: JSON data holds no raw line break. Whether the head is
-    really plain is left to :func:`_plain_data_events`.
+    The first event that may need parsing holds the first ``"error"`` or
+    non-null ``"usage"``, or is the incomplete tail. The head ends at the blank
+    line (``\\n\\n``) before it, which only ends events: JSON data holds no raw
+    line break. Returns 0 when there is no such head. Whether the head's events
+    are plain is left to :func:`_plain_data_events`.
     """
-    end = len(chunk)
-    error = chunk.find(_ERROR)
-    if error >= 0:
-        end = error
-    start = chunk.find(_USAGE, 0, end)
-    while start >= 0:
-        match = _VALUE_START_RE.match(chunk, start + len(_USAGE))
-        if match is not None and match.group(1) != b"n":
-            end = start
-            break
-        start = chunk.find(_USAGE, start + len(_USAGE), end)
+    end = chunk.find(_ERROR)
+    if end < 0:
+        end = len(chunk)
+    # Every "usage":null holds one "usage", so equal counts leave no non-null key
+    # (a "usage" overlapping another is followed by "u", not a colon: null too).
+    keys = chunk.count(_USAGE, 0, end)
+    if keys and keys != chunk.count(_NULL_USAGE, 0, end):
+        usage = _first_non_null_usage(chunk, 0, end)
+        if usage >= 0:
+            end = usage
+    if end == len(chunk) and chunk.endswith(b"\n\n"):
+        return end
     blank = chunk.rfind(b"\n\n", 0, end)
     return 0 if blank < 0 else blank + 2
+
+
+def _plain_data_events(head: bytes) -> int:
+    """How many events ``head`` holds when it is a run of plain events, else 0.
+
+    ``head`` is a chunk cut by :func:`_plain_head_end` (no ``"error"``, no
+    non-null ``"usage"``). It is plain when it is a run of complete ``data:
+    <non-empty>\\n\\n`` events (LF only, one data line each, no other field):
+    :meth:`StreamTransformer._keep` would count and keep each of them without
+    parsing it. A chat stream with ``include_usage`` forced is all such events
+    but the usage-only one.
+    """
+    if not (head.startswith(b"data:") and head.endswith(b"\n\n")) or b"\r" in head:
+        return 0
+    if head.find(b"\n") == len(head) - 2:  # one event, the usual chunk
+        # Its data is head[5:-2] less one leading space; it must not be empty.
+        return 0 if len(head) - 7 - (head[5] == 0x20) <= 0 else 1
+    # Each run of line ends follows a non-blank line. Runs of exactly two (n
+    # blocks, 2n line ends) with n lines starting with "data:" leave no room
+    # for any other line: every event is a single data line.
+    count = head.count(b"\n\n")
+    if head.count(b"\n") != 2 * count or 1 + head.count(b"\ndata:") != count:
+        return 0
+    if b"data:\n" in head or b"data: \n" in head:  # an event with empty data
+        return 0
+    return count
 
 
 class StreamTransformer:
@@ -137,7 +116,6 @@ class StreamTransformer:
         "_blinder",
         "_drop_usage_chunk",
         "_parser",
-        "_primed",
         "events",
         "saw_error_event",
         "usage",
@@ -148,35 +126,32 @@ class StreamTransformer:
         self._blinder = blinder
         self._drop_usage_chunk = drop_usage_chunk and api_kind == "chat_completions"
         self._parser = SSEParser()
-        # The parser has seen the stream's first event (its BOM handling is done),
-        # so a chunk may bypass it while it holds nothing.
-        self._primed = False
         self.usage = Usage()
         self.saw_error_event = False
         self.events = 0
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the blinded bytes to forward now (complete events only; may be b"")."""
-        if self._primed and not self._parser.pending:
-            count = _plain_data_events(chunk)
-            if count:
-                self.events += count
-                return self._blinder.blind(chunk)
-            # A fast upstream delivers the whole stream in a read or two: pass its
-            # plain events whole and parse only from the first one that matters.
+        # A chunk may bypass the parser while it holds nothing. (A plain chunk
+        # starts with "data:", so the stream's first one cannot hold a BOM.) A fast
+        # upstream delivers a whole stream in one read: its plain events go whole
+        # and parsing starts at the first one that matters (the usage chunk).
+        if not self._parser.pending:
             cut = _plain_head_end(chunk)
-            if 0 < cut < len(chunk):
-                count = _plain_data_events(chunk[:cut])
-                if count:
-                    self.events += count
-                    return self._blinder.blind(chunk[:cut]) + self._feed_events(chunk[cut:])
+            whole = cut == len(chunk)
+            count = _plain_data_events(chunk if whole else chunk[:cut]) if cut else 0
+            if count:
+                self._parser.skip_events()
+                self.events += count
+                if whole:
+                    return self._blinder.blind(chunk)
+                return self._blinder.blind(chunk[:cut]) + self._feed_events(chunk[cut:])
         return self._feed_events(chunk)
 
     def _feed_events(self, chunk: bytes) -> bytes:
         events = self._parser.feed(chunk)
         if not events:
             return b""
-        self._primed = True
         if len(events) == 1:
             raw = events[0].raw if self._keep(events[0]) else b""
         else:
@@ -211,7 +186,7 @@ class StreamTransformer:
         # OpenAI sends "usage": null on every chunk once include_usage is on: those
         # are not parsed. "error" only occurs in error events and in the few
         # Responses lifecycle events ("error": null inside the response).
-        if _ERROR not in data and not (_USAGE in data and _has_non_null(data, _USAGE)):
+        if _ERROR not in data and not (_USAGE in data and _first_non_null_usage(data) >= 0):
             return True
         try:
             payload = orjson.loads(data)
