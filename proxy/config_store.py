@@ -193,9 +193,9 @@ class ConfigStore:
                 task.cancel()
         if pending:
             log.error("%d routing config task(s) did not stop", len(pending))
-        for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                log.error("routing config task failed: %r", task.exception())
+        for task in tasks:  # a failed load was its callers' error: retrieve it quietly
+            if task.done() and not task.cancelled():
+                task.exception()
 
     @property
     def last_sync_age_s(self) -> float:
