@@ -478,6 +478,20 @@ def _redis_answers(socket_path: Path) -> bool:
         return False
 
 
+def _shut_down_redis(socket_path: Path) -> None:
+    """Stop the Redis answering on ``socket_path`` (a killed run's) and wait until it is gone."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(1.0)
+        conn.connect(str(socket_path))
+        conn.sendall(b"SHUTDOWN NOSAVE\r\n")
+        conn.recv(16)  # the server closes the connection as it exits
+    deadline = time.monotonic() + _STOP_TIMEOUT_S
+    while _redis_answers(socket_path):
+        if time.monotonic() > deadline:
+            raise EmbeddedError(f"a Redis left running on {socket_path} did not stop")
+        time.sleep(0.05)
+
+
 def start_redis(data_dir: Path, services: EmbeddedServices) -> str:
     """Start a private, memory-only Redis listening on a unix socket; returns its URL."""
     data_dir = data_dir.resolve()
@@ -492,6 +506,10 @@ def start_redis(data_dir: Path, services: EmbeddedServices) -> str:
             stale = int(pid_file.read_text().strip())
             if _is_server_on(stale, "redis-server", str(socket_path)):
                 _terminate(stale, signal.SIGTERM)
+        # Redis listens before it writes its pid file: a leftover caught in between
+        # is only found by its answer on our socket.
+        if _redis_answers(socket_path):
+            _shut_down_redis(socket_path)
         pid_file.unlink(missing_ok=True)
         socket_path.unlink(missing_ok=True)  # a killed run's socket; we hold the lock
         log = data_dir / "redis.log"

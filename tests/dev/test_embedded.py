@@ -272,6 +272,31 @@ def test_a_redis_left_running_on_the_directory_is_replaced(
             leftover.wait()
 
 
+def test_a_redis_that_has_not_written_its_pid_file_yet_is_replaced(
+    tmp_path: Path, services: EmbeddedServices
+) -> None:
+    data = tmp_path / "redis"
+    data.mkdir()
+    socket_path = data / "redis.sock"
+    leftover = subprocess.Popen(  # no pid file at all: the moment before Redis writes it
+        [_redis_server_binary(), "--port", "0", "--unixsocket", str(socket_path),
+         "--save", "", "--daemonize", "no"],
+        stdout=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not socket_path.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        url = start_redis(data, services)
+        assert leftover.wait(timeout=10) == 0
+        assert _ping(url)
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
+
+
 def test_redis_is_memory_only(tmp_path: Path, services: EmbeddedServices) -> None:
     url = start_redis(tmp_path / "redis", services)
     with redis.Redis.from_url(url) as client:
