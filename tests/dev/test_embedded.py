@@ -247,22 +247,25 @@ def test_redis_starts_over_a_stale_socket_and_pid_file(
     assert _ping(url)
 
 
-def test_a_redis_left_running_on_the_directory_is_replaced(
-    tmp_path: Path, services: EmbeddedServices
-) -> None:
-    data = tmp_path / "redis"
-    data.mkdir()
+def _leftover_redis(data: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """A Redis on ``data``'s socket, as a killed run leaves it, answering once started."""
     socket_path = data / "redis.sock"
     leftover = subprocess.Popen(
         [_redis_server_binary(), "--port", "0", "--unixsocket", str(socket_path),
-         "--pidfile", str(data / "redis.pid"), "--save", "", "--daemonize", "no"],
+         "--save", "", "--daemonize", "no", *extra],
         stdout=subprocess.DEVNULL, start_new_session=True,
     )
+    deadline = time.monotonic() + 20
+    while not socket_path.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return leftover
+
+
+def _assert_replaced(
+    data: Path, leftover: subprocess.Popen[bytes], services: EmbeddedServices
+) -> None:
     try:
-        deadline = time.monotonic() + 20
-        while not socket_path.exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
         url = start_redis(data, services)
         assert leftover.wait(timeout=20) == 0
         assert _ping(url)
@@ -272,29 +275,22 @@ def test_a_redis_left_running_on_the_directory_is_replaced(
             leftover.wait()
 
 
+def test_a_redis_left_running_on_the_directory_is_replaced(
+    tmp_path: Path, services: EmbeddedServices
+) -> None:
+    data = tmp_path / "redis"
+    data.mkdir()
+    leftover = _leftover_redis(data, "--pidfile", str(data / "redis.pid"))
+    _assert_replaced(data, leftover, services)
+
+
 def test_a_redis_that_has_not_written_its_pid_file_yet_is_replaced(
     tmp_path: Path, services: EmbeddedServices
 ) -> None:
     data = tmp_path / "redis"
     data.mkdir()
-    socket_path = data / "redis.sock"
-    leftover = subprocess.Popen(  # no pid file at all: the moment before Redis writes it
-        [_redis_server_binary(), "--port", "0", "--unixsocket", str(socket_path),
-         "--save", "", "--daemonize", "no"],
-        stdout=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not socket_path.exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        url = start_redis(data, services)
-        assert leftover.wait(timeout=10) == 0
-        assert _ping(url)
-    finally:
-        if leftover.poll() is None:
-            leftover.kill()
-            leftover.wait()
+    leftover = _leftover_redis(data)  # no pid file: the moment before Redis writes it
+    _assert_replaced(data, leftover, services)
 
 
 def test_redis_is_memory_only(tmp_path: Path, services: EmbeddedServices) -> None:
