@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+
+from abgate.prompt_store import sha256_hex
 
 __all__ = ["ABSENT", "MAX_EVIDENCE_BYTES", "capped", "hash_request", "system_prompt"]
 
@@ -42,10 +44,16 @@ def system_prompt(api_kind: str, body: dict[str, Any]) -> bytes | None:
     return None if value is None else orjson.dumps(value)
 
 
-def hash_request(sent: bytes, system: bytes | None) -> tuple[str, str, bool]:
-    """``(request_body_sha256, system_prompt_sha256 or "__absent__", was_truncated)``."""
-    body_hash = hashlib.sha256(sent).hexdigest()
-    system_hash = hashlib.sha256(system).hexdigest() if system is not None else ABSENT
+def hash_request(
+    sent: bytes, system: bytes | None, *, digest: Callable[[bytes], str] = sha256_hex
+) -> tuple[str, str, bool]:
+    """``(request_body_sha256, system_prompt_sha256 or "__absent__", was_truncated)``.
+
+    ``digest`` is a SHA-256 hex function: the proxy passes
+    :meth:`proxy.digests.PrefixDigests.hexdigest`, which reuses shared prefixes.
+    """
+    body_hash = digest(sent)
+    system_hash = digest(system) if system is not None else ABSENT
     return body_hash, system_hash, len(sent) > MAX_EVIDENCE_BYTES
 
 

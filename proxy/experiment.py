@@ -34,6 +34,7 @@ from abgate.upstream import Upstream
 from proxy.blinding import Blinder
 from proxy.bucketing import choose_variant
 from proxy.config_store import ConfigStore, ConfigUnavailable
+from proxy.digests import PrefixDigests
 from proxy.errors import (
     DataCollectionRequired,
     ModelNotFound,
@@ -214,6 +215,7 @@ class ExperimentHandler:
         self._keepalive_s = settings.sse_keepalive_s
         # version id -> (the encrypted blob, its plaintext, monotonic expiry)
         self._keys: dict[int, tuple[dict[str, Any], str, float]] = {}
+        self._digests = PrefixDigests()
 
     async def handle(
         self,
@@ -509,7 +511,7 @@ class ExperimentHandler:
     ) -> RequestRecord:
         sent = plan.prepared.body
         system = system_prompt(plan.api_kind, _sent_view(plan))
-        body_sha, system_sha, truncated = hash_request(sent, system)
+        body_sha, system_sha, truncated = hash_request(sent, system, digest=self._digests.hexdigest)
         usage = outcome.usage
         return RequestRecord(
             created_at=started_at,
