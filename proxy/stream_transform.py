@@ -10,9 +10,11 @@ Per event, JSON is parsed only when the data can matter: a non-null ``"usage"``
 (token accounting, the usage-only chat chunk) or an ``"error"`` (error
 detection), found with ``bytes.find`` and one anchored regex match.
 Everything else is forwarded as its original bytes, blinded in one pass per chunk.
-A chunk of whole single-line ``data:`` events that needs none of this (a chat
-stream's ``"usage": null`` chunks) skips the event split as well: it is checked
-with a few whole-chunk scans, blinded and counted as it is.
+While no partial event is held, the run of whole events at the start of a chunk
+that needs none of this (a chat stream's ``"usage": null`` chunks: no ``"error"``,
+no ``event:`` field, no ``"usage"`` but a null one) skips the event split too: it
+is blinded and forwarded as it is, and parsing starts at the first event that
+matters. A fast upstream's whole stream in one read is parsed from its usage chunk.
 
 * usage: chat takes the last chunk's ``usage``; messages takes ``message_start``'s
   ``message.usage`` and then each ``message_delta``'s cumulative ``usage``;
@@ -24,8 +26,6 @@ with a few whole-chunk scans, blinded and counted as it is.
   although the client did not ask for it, so the usage-only chunk
   (``"choices": []``) is dropped; usage that rides on a chunk with choices is
   forwarded with it.
-* ``events`` counts events with data (``data: [DONE]`` included; comment-only
-  keep-alives are not counted).
 """
 
 from __future__ import annotations
@@ -46,13 +46,15 @@ _NULL_USAGE = b'"usage":null'
 _ERROR = b'"error"'
 _ERROR_EVENTS = frozenset({b"error", b"response.failed"})
 _ERROR_TYPES = frozenset({"error", "response.failed"})
-# A "usage" member whose value does not start with "n" (null). The possessive
-# \s*+ keeps the whitespace from being given back to match the class.
-_NON_NULL_USAGE_RE = re.compile(rb'"usage"\s*:\s*+[^n]', re.DOTALL)
+_EVENT_FIELD = b"event:"
+# A "usage" key not followed by ": null" on the same line: a usage that may be
+# non-null. Conservative on purpose: a key whose value a line break separates
+# from it (multi-line data, joined by the parser) counts as one.
+_NON_NULL_USAGE_RE = re.compile(rb'"usage"(?![ \t]*:[ \t]*null)')
 
 
 def _first_non_null_usage(data: bytes, start: int = 0, end: int | None = None) -> int:
-    """Where the first ``"usage"`` member with a non-null value starts in ``data``, or -1."""
+    """Where the first ``"usage"`` that may hold a non-null value starts in ``data``, or -1."""
     match = _NON_NULL_USAGE_RE.search(data, start, len(data) if end is None else end)
     return -1 if match is None else match.start()
 
@@ -69,8 +71,8 @@ def _plain_head_end(chunk: bytes) -> int:
     end = chunk.find(_ERROR)
     if end < 0:
         end = len(chunk)
-    # Every "usage":null holds one "usage", so equal counts leave no non-null key
-    # (a "usage" overlapping another is followed by "u", not a colon: null too).
+    # Every "usage":null holds one "usage", so equal counts leave no other key
+    # (a "usage" overlapping another is followed by "u": invalid JSON, no usage).
     keys = chunk.count(_USAGE, 0, end)
     if keys and keys != chunk.count(_NULL_USAGE, 0, end):
         usage = _first_non_null_usage(chunk, 0, end)
@@ -82,32 +84,6 @@ def _plain_head_end(chunk: bytes) -> int:
     return 0 if blank < 0 else blank + 2
 
 
-def _plain_data_events(head: bytes) -> int:
-    """How many events ``head`` holds when it is a run of plain events, else 0.
-
-    ``head`` is a chunk cut by :func:`_plain_head_end` (no ``"error"``, no
-    non-null ``"usage"``). It is plain when it is a run of complete ``data:
-    <non-empty>\\n\\n`` events (LF only, one data line each, no other field):
-    :meth:`StreamTransformer._keep` would count and keep each of them without
-    parsing it. A chat stream with ``include_usage`` forced is all such events
-    but the usage-only one.
-    """
-    if not (head.startswith(b"data:") and head.endswith(b"\n\n")) or b"\r" in head:
-        return 0
-    if head.find(b"\n") == len(head) - 2:  # one event, the usual chunk
-        # Its data is head[5:-2] less one leading space; it must not be empty.
-        return 0 if len(head) - 7 - (head[5] == 0x20) <= 0 else 1
-    # Each run of line ends follows a non-blank line. Runs of exactly two (n
-    # blocks, 2n line ends) with n lines starting with "data:" leave no room
-    # for any other line: every event is a single data line.
-    count = head.count(b"\n\n")
-    if head.count(b"\n") != 2 * count or 1 + head.count(b"\ndata:") != count:
-        return 0
-    if b"data:\n" in head or b"data: \n" in head:  # an event with empty data
-        return 0
-    return count
-
-
 class StreamTransformer:
     """One upstream SSE stream of ``api_kind`` on its way to the client."""
 
@@ -116,7 +92,6 @@ class StreamTransformer:
         "_blinder",
         "_drop_usage_chunk",
         "_parser",
-        "events",
         "saw_error_event",
         "usage",
     )
@@ -128,22 +103,18 @@ class StreamTransformer:
         self._parser = SSEParser()
         self.usage = Usage()
         self.saw_error_event = False
-        self.events = 0
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the blinded bytes to forward now (complete events only; may be b"")."""
-        # A chunk may bypass the parser while it holds nothing. (A plain chunk
-        # starts with "data:", so the stream's first one cannot hold a BOM.) A fast
-        # upstream delivers a whole stream in one read: its plain events go whole
-        # and parsing starts at the first one that matters (the usage chunk).
+        # While the parser holds nothing, a chunk starts at an event boundary and
+        # its plain head is forwarded as it came: _keep would keep each of its
+        # events and change nothing else. (Raw bytes are forwarded on either path,
+        # a leading BOM included.)
         if not self._parser.pending:
             cut = _plain_head_end(chunk)
-            whole = cut == len(chunk)
-            count = _plain_data_events(chunk if whole else chunk[:cut]) if cut else 0
-            if count:
+            if cut and chunk.find(_EVENT_FIELD, 0, cut) < 0:
                 self._parser.skip_events()
-                self.events += count
-                if whole:
+                if cut == len(chunk):
                     return self._blinder.blind(chunk)
                 return self._blinder.blind(chunk[:cut]) + self._feed_events(chunk[cut:])
         return self._feed_events(chunk)
@@ -182,7 +153,6 @@ class StreamTransformer:
         data = event.data
         if not data:
             return True
-        self.events += 1
         # OpenAI sends "usage": null on every chunk once include_usage is on: those
         # are not parsed. "error" only occurs in error events and in the few
         # Responses lifecycle events ("error": null inside the response).

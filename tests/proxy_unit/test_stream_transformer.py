@@ -128,9 +128,8 @@ def test_chat_stream_says_the_public_id_in_every_chunk() -> None:
 
 
 def test_chat_done_marker_passes_through() -> None:
-    out, t = run("chat_completions", [CHAT_STREAM])
+    out, _ = run("chat_completions", [CHAT_STREAM])
     assert out.endswith(b"data: [DONE]\n\n")
-    assert t.events == 4
 
 
 def test_forced_usage_chunk_is_dropped_but_still_counted() -> None:
@@ -160,7 +159,6 @@ def test_messages_usage_combines_message_start_and_message_delta() -> None:
     out, t = run("messages", [MESSAGES_STREAM])
     assert t.usage == Usage(25, 15, 100, 8)
     assert INTERNAL.encode() not in out
-    assert t.events == 6
 
 
 def test_responses_usage_comes_from_response_completed() -> None:
@@ -190,10 +188,9 @@ def test_internal_id_split_across_chunks_is_still_blinded() -> None:
     assert PUBLIC.encode() in out
 
 
-def test_keep_alive_comments_pass_through_and_are_not_counted() -> None:
-    out, t = run("chat_completions", [b": OPENROUTER PROCESSING\n\n", chat_chunk("a")])
-    assert out.startswith(b": OPENROUTER PROCESSING\n\n")
-    assert t.events == 1
+def test_keep_alive_comments_pass_through() -> None:
+    out, _ = run("chat_completions", [b": OPENROUTER PROCESSING\n\n", chat_chunk("a")])
+    assert out == b": OPENROUTER PROCESSING\n\n" + BLINDER.blind(chat_chunk("a"))
 
 
 def test_unterminated_final_event_is_forwarded_and_accounted() -> None:
@@ -256,7 +253,7 @@ def test_content_that_mentions_error_is_not_an_error() -> None:
 
 def test_empty_stream() -> None:
     out, t = run("chat_completions", [b""])
-    assert (out, t.events, t.usage, t.saw_error_event) == (b"", 0, Usage(), False)
+    assert (out, t.usage, t.saw_error_event) == (b"", Usage(), False)
 
 
 # --- fuzzing -----------------------------------------------------------------
@@ -346,11 +343,7 @@ def test_any_chunking_gives_the_same_bytes_and_usage(
     whole_out, whole = run(kind, [stream], drop=drop)
     out, split = run(kind, split_at(stream, cuts), drop=drop)
     assert out == whole_out
-    assert (split.usage, split.events, split.saw_error_event) == (
-        whole.usage,
-        whole.events,
-        whole.saw_error_event,
-    )
+    assert (split.usage, split.saw_error_event) == (whole.usage, whole.saw_error_event)
     assert split.usage == expected
     assert not split.saw_error_event
     assert INTERNAL.encode() not in out
@@ -392,6 +385,11 @@ _EVENTS = st.sampled_from(
         b"data:x\n\n",
         b": keep-alive\n\n",
         b"data: a\ndata: b\n\n",
+        # A usage whose value a line break separates from its key: the parser
+        # joins the lines into valid JSON, so the fast path must not skip it.
+        b'data: {"choices":[],"usage"\ndata: :' + orjson.dumps(CHAT_USAGE) + b"}\n\n",
+        b'data: {"choices":[],"usage"\ndata: : null}\n\n',
+        sse({"type": "ping"}, "message"),
         b"data: [DONE]\n\n",
         b"\xef\xbb\xbfdata: after a BOM\n\n",  # a BOM only counts as one at the very start
     ]
@@ -412,7 +410,7 @@ def test_event_aligned_plain_chunks_bypass_the_parser() -> None:
     chunks = [chat_chunk(f"w{i}") for i in range(5)]
     out = b"".join(t.feed(c) for c in chunks)
     assert parser.calls == 0
-    assert t.events == 5 and out == b"".join(chunks).replace(INTERNAL.encode(), PUBLIC.encode())
+    assert out == b"".join(chunks).replace(INTERNAL.encode(), PUBLIC.encode())
 
 
 class _RecordingParser(SSEParser):
@@ -433,7 +431,7 @@ def test_a_whole_stream_in_one_read_is_parsed_only_from_its_usage_chunk() -> Non
     out = t.feed(plain + tail)
     assert parser.fed == [tail]
     assert out == (plain + b"data: [DONE]\n\n").replace(INTERNAL.encode(), PUBLIC.encode())
-    assert t.events == 22 and t.usage.output_tokens == CHAT_USAGE["completion_tokens"]
+    assert t.usage.output_tokens == CHAT_USAGE["completion_tokens"]
 
 
 def test_a_bom_after_a_chunk_that_bypassed_the_parser_is_not_a_bom() -> None:
@@ -441,7 +439,7 @@ def test_a_bom_after_a_chunk_that_bypassed_the_parser_is_not_a_bom() -> None:
     fast_out, fast = run("chat_completions", [chat_chunk("a"), later])
     slow_out, slow = run("chat_completions", [chat_chunk("a") + later])
     assert fast_out == slow_out
-    assert fast.events == slow.events == 1
+    assert fast.usage == slow.usage
 
 
 @settings(deadline=None)  # CI machines are shared: no per-example timing
@@ -454,8 +452,4 @@ def test_whole_chunks_and_byte_by_byte_feeding_agree(groups: list[list[bytes]], 
     slow_out, slow = run("chat_completions", [stream[i:i + 1] for i in range(len(stream))],
                          drop=drop)
     assert fast_out == slow_out
-    assert (fast.usage, fast.events, fast.saw_error_event) == (
-        slow.usage,
-        slow.events,
-        slow.saw_error_event,
-    )
+    assert (fast.usage, fast.saw_error_event) == (slow.usage, slow.saw_error_event)
