@@ -43,6 +43,7 @@ backend.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -640,11 +641,13 @@ class PromptSink:
             if stale:
                 # The row was wiped or dropped while we wrote: its blobs must not outlive it.
                 await delete_unreferenced(conn, self._store, _blob_keys(planned, matched))
-        for item, blob in zip(planned, outcome, strict=True):
-            if item.record.usage_id not in matched:
-                CAPTURES.labels("skipped").inc()
-            else:
-                CAPTURES.labels("stored" if blob is not None else "failed").inc()
+        counts = collections.Counter(
+            "skipped" if item.record.usage_id not in matched
+            else "stored" if blob is not None else "failed"
+            for item, blob in zip(planned, outcome, strict=True)
+        )
+        for result, count in counts.items():  # one labels() per result, not per record
+            CAPTURES.labels(result).inc(count)
 
     async def _put(self, conn: asyncpg.Connection, blobs: dict[str, bytes]) -> set[str]:
         try:
