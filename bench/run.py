@@ -38,6 +38,7 @@ from abgate.config import parse_encryption_keys
 from abgate.crypto import KeyRing, generate_key_entry
 from bench import litellm_ref, procstat
 from bench.loadgen import LoadResult, parse_result
+from bench.placement import Placement, pin_services
 from bench.processes import (
     CLIENT_CORE,
     PROXY_CORE,
@@ -455,6 +456,7 @@ async def _main(args: argparse.Namespace) -> int:
             machine["litellm"] = found.version
     services = await start_services()
     machine["services"] = services.description
+    placement = pin_services(CLIENT_CORE) if args.pin_services else Placement()
     env = {**os.environ, "ABGATE_DATABASE_URL": services.database_url,
            "ABGATE_REDIS_URL": services.redis_url,
            "ABGATE_REDIS_NAMESPACE": f"bench-{secrets.token_hex(4)}",
@@ -476,6 +478,7 @@ async def _main(args: argparse.Namespace) -> int:
     finally:
         children.stop_all()
         await services.close()
+        placement.restore()
     machine["load_average_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     rows = aggregate(ctx.runs)
     report = {
@@ -484,7 +487,7 @@ async def _main(args: argparse.Namespace) -> int:
         "mode": "quick" if args.quick else "full",
         "machine": machine,
         "placement": (f"server under test on core {PROXY_CORE}; load generator and mock on core "
-                      f"{CLIENT_CORE}; Postgres/Redis unpinned; one worker each; "
+                      f"{CLIENT_CORE}; {placement.describe(CLIENT_CORE)}; one worker each; "
                       f"niceness {args.nice}"),
         "seeded_by": seeded_by,
         "idle_cpu_percent": ctx.idle_cpu,
@@ -523,6 +526,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--nice", type=int, default=0,
                         help="niceness of every benchmark process (e.g. -5 as root on a "
                         "shared machine; default 0)")
+    parser.add_argument("--no-pin-services", dest="pin_services", action="store_false",
+                        help="leave Postgres/Redis where the scheduler puts them (default: "
+                        "moved to the client core for the run, when permitted)")
     parser.add_argument("--profile-dir", default=str(BENCH_DIR / "results"),
                         help="where the profile group writes its flame graphs")
     return parser.parse_args(argv)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import procstat
+from bench import placement, procstat
 from bench.litellm_ref import config_text
 from bench.processes import Children, pinned
 from bench.profile_summary import function_of, parse_collapsed, render
@@ -127,3 +127,37 @@ def test_profile_summary_counts_self_and_inclusive_samples_without_idle_threads(
     assert profile.self_samples["c.py:decrypt"] == 3
     assert profile.inclusive_samples["b.py:handle"] == 4
     assert "75.0%  c.py:decrypt" in render(profile)
+
+
+def _fake_proc(root: Path, processes: dict[int, tuple[str, list[int]]]) -> Path:
+    for pid, (comm, threads) in processes.items():
+        (root / str(pid) / "task").mkdir(parents=True)
+        (root / str(pid) / "comm").write_text(comm + "\n")
+        for tid in threads:
+            (root / str(pid) / "task" / str(tid)).mkdir()
+    (root / "self").mkdir()  # not a pid: skipped
+    return root
+
+
+def test_service_threads_are_every_thread_of_postgres_and_redis_only(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path, {
+        10: ("postgres", [10]), 11: ("postgres", [11]),
+        20: ("redis-server", [20, 21, 22]), 30: ("python", [30]),
+    })
+    assert sorted(placement._service_threads(proc)) == [10, 11, 20, 21, 22]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_restore_gives_a_moved_thread_its_original_cpus_back() -> None:
+    original = os.sched_getaffinity(0)
+    moved = placement.Placement(moved={os.getpid(): original})
+    os.sched_setaffinity(0, {min(original)})
+    moved.restore()
+    assert os.sched_getaffinity(0) == original
+    assert moved.moved == {}
+
+
+def test_the_report_says_where_the_services_ran() -> None:
+    assert "unpinned" in placement.Placement().describe(1)
+    assert placement.Placement(moved={1: {0}}, refused=2).describe(1) == (
+        "Postgres/Redis on core 1 (1 threads); 2 thread(s) could not be moved")

@@ -115,15 +115,16 @@ async def test_an_invalid_bearer_jwt_is_401_and_a_valid_one_buckets_the_user(
     wait_for_rows: Any,
 ) -> None:
     await seed_experiment()
-    proxy = await start_proxy(dataclasses.replace(proxy_settings, jwt_secret="jwt-test-secret"))
-    forged = jwt.encode({"sub": "user-1"}, "another-secret", algorithm="HS256")
+    secret = "jwt-test-secret, 32 bytes or more"  # shorter HMAC keys draw PyJWT warnings
+    proxy = await start_proxy(dataclasses.replace(proxy_settings, jwt_secret=secret))
+    forged = jwt.encode({"sub": "user-1"}, "another secret, 32 bytes or more", algorithm="HS256")
     headers = {"Authorization": f"Bearer {forged}"}
     async with client.post(proxy.url + CHAT, json=chat(), headers=headers) as response:
         assert response.status == 401
         assert (await _error(response))["type"] == "authentication_error"
     assert mock.requests == []
 
-    valid = jwt.encode({"sub": "user-1"}, "jwt-test-secret", algorithm="HS256")
+    valid = jwt.encode({"sub": "user-1"}, secret, algorithm="HS256")
     headers = {"Authorization": f"Bearer {valid}"}
     async with client.post(proxy.url + CHAT, json=chat(), headers=headers) as response:
         assert response.status == 200
