@@ -457,6 +457,7 @@ async def _main(args: argparse.Namespace) -> int:
     services = await start_services()
     machine["services"] = services.description
     placement = pin_services(CLIENT_CORE) if args.pin_services else Placement()
+    placed = placement.describe(CLIENT_CORE)  # before restore() forgets what it moved
     env = {**os.environ, "ABGATE_DATABASE_URL": services.database_url,
            "ABGATE_REDIS_URL": services.redis_url,
            "ABGATE_REDIS_NAMESPACE": f"bench-{secrets.token_hex(4)}",
@@ -487,7 +488,7 @@ async def _main(args: argparse.Namespace) -> int:
         "mode": "quick" if args.quick else "full",
         "machine": machine,
         "placement": (f"server under test on core {PROXY_CORE}; load generator and mock on core "
-                      f"{CLIENT_CORE}; {placement.describe(CLIENT_CORE)}; one worker each; "
+                      f"{CLIENT_CORE}; {placed}; one worker each; "
                       f"niceness {args.nice}"),
         "seeded_by": seeded_by,
         "idle_cpu_percent": ctx.idle_cpu,
