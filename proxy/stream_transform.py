@@ -63,10 +63,11 @@ def _plain_head_end(chunk: bytes) -> int:
     """Where the run of events that need no parsing, at the start of ``chunk``, ends.
 
     The first event that may need parsing holds the first ``"error"`` or
-    non-null ``"usage"``, or is the incomplete tail. The head ends at the blank
-    line (``\\n\\n``) before it, which only ends events: JSON data holds no raw
-    line break. Returns 0 when there is no such head. Whether the head's events
-    are plain is left to :func:`_plain_data_events`.
+    ``"usage"`` that may be non-null, or is the incomplete tail. The head ends
+    at the blank line (``\\n\\n``) before it: in SSE a blank line always ends an
+    event. Returns 0 when there is no such head. The head is plain when it also
+    holds no ``event:`` field (an ``error`` event is named there): see
+    :meth:`StreamTransformer.feed`.
     """
     end = chunk.find(_ERROR)
     if end < 0:
