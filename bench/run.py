@@ -527,9 +527,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--nice", type=int, default=0,
                         help="niceness of every benchmark process (e.g. -5 as root on a "
                         "shared machine; default 0)")
-    parser.add_argument("--no-pin-services", dest="pin_services", action="store_false",
-                        help="leave Postgres/Redis where the scheduler puts them (default: "
-                        "moved to the client core for the run, when permitted)")
+    parser.add_argument("--pin-services", action="store_true",
+                        help="move Postgres/Redis to the client core for the run (default: "
+                        "where the scheduler puts them)")
     parser.add_argument("--profile-dir", default=str(BENCH_DIR / "results"),
                         help="where the profile group writes its flame graphs")
     return parser.parse_args(argv)
