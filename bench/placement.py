@@ -25,8 +25,11 @@ _SERVICE_NAMES = frozenset({"postgres", "redis-server"})
 class Placement:
     moved: dict[int, set[int]] = field(default_factory=dict)  # thread id -> original CPUs
     refused: int = 0
+    requested: bool = False
 
     def describe(self, core: int) -> str:
+        if not self.requested:
+            return "Postgres/Redis unpinned"
         if not self.moved:
             return "Postgres/Redis unpinned (none could be moved)"
         note = f"; {self.refused} thread(s) could not be moved" if self.refused else ""
@@ -57,7 +60,7 @@ def _service_threads(proc: Path = Path("/proc")) -> list[int]:
 
 def pin_services(core: int) -> Placement:
     """Move every Postgres and Redis thread of this machine to ``core``."""
-    placement = Placement()
+    placement = Placement(requested=True)
     for tid in _service_threads():
         try:
             original = os.sched_getaffinity(tid)

@@ -158,6 +158,7 @@ def test_restore_gives_a_moved_thread_its_original_cpus_back() -> None:
 
 
 def test_the_report_says_where_the_services_ran() -> None:
-    assert "unpinned" in placement.Placement().describe(1)
-    assert placement.Placement(moved={1: {0}}, refused=2).describe(1) == (
+    assert placement.Placement().describe(1) == "Postgres/Redis unpinned"
+    assert "none could be moved" in placement.Placement(requested=True).describe(1)
+    assert placement.Placement(moved={1: {0}}, refused=2, requested=True).describe(1) == (
         "Postgres/Redis on core 1 (1 threads); 2 thread(s) could not be moved")
