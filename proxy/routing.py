@@ -71,17 +71,17 @@ class MemberIndex:
     every request; it re-encodes only when the set object changed.
     """
 
-    __slots__ = ("_anchored", "_encoded", "_members")
+    __slots__ = ("_encoded", "_members")
 
     def __init__(self) -> None:
         self._members: frozenset[str] = frozenset()
-        self._encoded: tuple[bytes, ...] = ()
-        self._anchored: tuple[tuple[bytes, int], ...] = ()
+        # Each id's bytes and the position of its rarest byte (the search anchor).
+        self._encoded: tuple[tuple[bytes, int], ...] = ()
 
     def refresh(self, members: frozenset[str]) -> None:
         if members is not self._members:
-            self._encoded = tuple(m.encode("utf-8") for m in members)
-            self._anchored = tuple((m, rare_byte_index(m)) for m in self._encoded)
+            encoded = (m.encode("utf-8") for m in members)
+            self._encoded = tuple((m, rare_byte_index(m)) for m in encoded)
             self._members = members
 
     @property
@@ -90,8 +90,8 @@ class MemberIndex:
 
     def mentioned_literally(self, body: bytes) -> bool:
         if len(body) < _ANCHORED_FROM:
-            return any(m in body for m in self._encoded)
-        return any(contains_anchored(body, m, anchor) for m, anchor in self._anchored)
+            return any(m in body for m, _ in self._encoded)
+        return any(contains_anchored(body, m, anchor) for m, anchor in self._encoded)
 
     def match(self, body: bytes) -> CandidateBody | None:
         """The member this body's ``model`` names, or None to pass it through.
