@@ -62,16 +62,17 @@ def _first_non_null_usage(data: bytes, start: int = 0, end: int | None = None) -
 def _plain_head_end(chunk: bytes) -> int:
     """Where the run of events that need no parsing, at the start of ``chunk``, ends.
 
-    The first event that may need parsing holds the first ``"error"`` or
-    ``"usage"`` that may be non-null, or is the incomplete tail. The head ends
-    at the blank line (``\\n\\n``) before it: in SSE a blank line always ends an
-    event. Returns 0 when there is no such head. The head is plain when it also
-    holds no ``event:`` field (an ``error`` event is named there): see
-    :meth:`StreamTransformer.feed`.
+    The first event that may need parsing holds the first ``"error"``, the first
+    ``event:`` field (an ``error`` event is named there) or the first ``"usage"``
+    that may be non-null, or is the incomplete tail. The head ends at the blank
+    line (``\\n\\n``) before it: in SSE a blank line always ends an event.
+    Returns 0 when there is no such head.
     """
-    end = chunk.find(_ERROR)
-    if end < 0:
-        end = len(chunk)
+    end = len(chunk)
+    for marker in (_ERROR, _EVENT_FIELD):
+        at = chunk.find(marker, 0, end)
+        if at >= 0:
+            end = at
     # Every "usage":null holds one "usage", so equal counts leave no other key
     # (a "usage" overlapping another is followed by "u": invalid JSON, no usage).
     keys = chunk.count(_USAGE, 0, end)
@@ -113,7 +114,7 @@ class StreamTransformer:
         # a leading BOM included.)
         if not self._parser.pending:
             cut = _plain_head_end(chunk)
-            if cut and chunk.find(_EVENT_FIELD, 0, cut) < 0:
+            if cut:
                 self._parser.skip_events()
                 if cut == len(chunk):
                     return self._blinder.blind(chunk)
