@@ -1,69 +1,88 @@
-"""The recorder's post-commit sink: price each request, then keep its prompt evidence.
+"""What the recorder writes with each batch besides the rows: market cost and prompt evidence.
 
-The proxy's recorder calls the sink with every batch of records it has just
-committed (``Recorder.prompt_sink``), on its background writer, never on a
-user's request. Two independent steps, so one failing never stops the other:
+The proxy's recorder hands every batch to :class:`BatchEvidence` in two steps
+(``Recorder.evidence``), on its background writer, never on a user's request:
 
-1. market cost: priced with :class:`~abgate.pricing.RateCardBook` and written to
-   ``usage.market_cost_microdollars`` (only rows still at 0, so a replayed batch
-   changes nothing); a trigger carries the change into the stats rollup;
-2. prompt evidence: :class:`~abgate.prompt_store.PromptSink`, unless
-   ``ABGATE_PROMPT_STORE=off``.
+1. :meth:`BatchEvidence.prepare`, before the batch's transaction: the market
+   cost of each request, priced with :class:`~abgate.pricing.RateCardBook`
+   (its rate-card reads are cached; a failed read prices the batch at 0 and is
+   logged), and the cut of each sent body into its prompt blobs (CPU only);
+2. :meth:`BatchEvidence.store`, inside the transaction that inserts the rows:
+   the blobs are written (:class:`~abgate.prompt_store.PromptCapture`, unless
+   ``ABGATE_PROMPT_STORE=off``) and each row's evidence columns returned.
+
+So every row is inserted once, complete: no later ``UPDATE`` rewrites it (an
+update of an indexed column writes the row and all its index entries again).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from abgate.pricing import RateCardBook
-from abgate.prompt_store import PromptSink, open_blob_store
+from abgate.prompt_store import Captured, PromptCapture, Split, open_blob_store, uncaptured
 
-__all__ = ["EvidenceSink", "evidence_sink"]
+__all__ = ["BatchEvidence", "PreparedEvidence", "RowEvidence", "batch_evidence"]
 
 log = logging.getLogger("abgate.evidence")
 
-_PRICE_SQL = """
-UPDATE usage AS u SET market_cost_microdollars = x.cost
-FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[]) AS x(id, created_at, cost)
-WHERE u.id = x.id AND u.created_at = x.created_at AND u.market_cost_microdollars = 0
-"""
+
+@dataclass(frozen=True, slots=True)
+class RowEvidence:
+    """The columns of one request's rows that the recorder takes from here."""
+
+    market_cost_microdollars: int
+    captured: Captured
 
 
-class EvidenceSink:
-    def __init__(self, pool: asyncpg.Pool, prompts: PromptSink | None) -> None:
-        self._pool = pool
+@dataclass(frozen=True, slots=True)
+class PreparedEvidence:
+    records: Sequence[Any]
+    costs: list[int]
+    plans: list[Split | None] | None  # None: prompt store off
+
+
+class BatchEvidence:
+    def __init__(self, capture: PromptCapture | None) -> None:
         self._book = RateCardBook()
-        self._prompts = prompts
+        self._capture = capture
 
-    async def __call__(self, records: Sequence[Any]) -> None:
+    async def prepare(self, conn: asyncpg.Connection, records: Sequence[Any]) -> PreparedEvidence:
+        """Outside any transaction: price the batch, plan its blobs; no Postgres error escapes."""
         try:
-            await self._price(records)
+            costs = await self._book.costs(conn, records)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("market cost of %d request(s) not recorded (%s)",
                         len(records), type(exc).__name__)
-        if self._prompts is not None:
-            await self._prompts(records)
+            costs = [0] * len(records)
+        plans = self._capture.plan(records) if self._capture is not None else None
+        return PreparedEvidence(records, costs, plans)
 
-    async def _price(self, records: Sequence[Any]) -> None:
-        async with self._pool.acquire() as conn:
-            costs = await self._book.costs(conn, records)
-            priced = [(r, c) for r, c in zip(records, costs, strict=True) if c > 0]
-            if priced:
-                await conn.execute(
-                    _PRICE_SQL,
-                    [r.usage_id for r, _ in priced],
-                    [r.created_at for r, _ in priced],
-                    [c for _, c in priced],
-                )
+    async def store(
+        self, conn: asyncpg.Connection, prepared: PreparedEvidence
+    ) -> list[RowEvidence]:
+        """Inside the rows' transaction: write the blobs; each row's evidence, in order."""
+        records = prepared.records
+        if self._capture is None or prepared.plans is None:
+            captured = [uncaptured(r) for r in records]
+        else:
+            captured = await self._capture.store(conn, records, prepared.plans)
+        # A cost already on the record is kept, as a priced row is never repriced.
+        return [RowEvidence(r.market_cost_microdollars or cost, c)
+                for r, cost, c in zip(records, prepared.costs, captured, strict=True)]
+
+    def committed(self, evidence: Sequence[RowEvidence]) -> None:
+        """The rows carrying ``evidence`` have committed: count the captures."""
+        if self._capture is not None:
+            self._capture.count([e.captured for e in evidence])
 
 
-def evidence_sink(
-    pool: asyncpg.Pool, prompt_store: str
-) -> Callable[[Sequence[Any]], Awaitable[None]]:
-    """The sink for ``Settings.prompt_store`` (``postgres``, ``fs:PATH`` or ``off``)."""
+def batch_evidence(prompt_store: str) -> BatchEvidence:
+    """The evidence writer for ``Settings.prompt_store`` (``postgres``, ``fs:PATH`` or ``off``)."""
     store = open_blob_store(prompt_store)
-    return EvidenceSink(pool, PromptSink(pool, store) if store is not None else None)
+    return BatchEvidence(PromptCapture(store) if store is not None else None)

@@ -25,13 +25,15 @@ Content is capped at :data:`MAX_CONTENT_BYTES` without splitting a UTF-8
 character; a truncated body is stored as a ``.part`` (``truncated`` in the
 header) and rebuilds to that prefix only.
 
-Write path (:class:`PromptSink`, the proxy recorder's ``prompt_sink``): the
-recorder has already committed the rows, so the sink writes the blobs and then,
-in one guarded ``UPDATE``, sets ``body_blob_sha256`` on the rows it stored and
-``__failed__`` on the rows it could not. A row whose sink never completed
-(Postgres down, timeout) keeps its hashes with no ``body_blob_sha256``: the
-request browser reports it as ``failed`` as well, so a lost capture is always
-visible. The user's request never waits for any of this.
+Write path (:class:`PromptCapture`, used by the proxy recorder): the blobs are
+written in the same transaction as the rows that reference them, before the
+rows are inserted, so each row is written once, already pointing at its
+remainder (``body_blob_sha256``) or, when its blobs could not be written,
+with ``__failed__`` hashes (so is a row replayed from the spool, which keeps no
+content). A row written with no capture at all (prompt store off) keeps its
+hashes with no ``body_blob_sha256``, which readers report as ``failed`` too,
+so a lost capture is always visible. The user's request never waits for any
+of this.
 
 Deletion (wipe-user, retention) and writing are serialised by a Postgres
 advisory lock: writers hold it shared while they write blobs and point rows at
@@ -43,7 +45,6 @@ backend.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hashlib
 import logging
@@ -67,13 +68,14 @@ __all__ = [
     "FAILED",
     "MAX_CONTENT_BYTES",
     "BlobStore",
+    "Captured",
     "CorruptEvidence",
     "EvidenceDeleted",
     "EvidenceRef",
     "EvidenceUnavailable",
     "FileBlobStore",
     "PostgresBlobStore",
-    "PromptSink",
+    "PromptCapture",
     "Remainder",
     "Split",
     "StoredBody",
@@ -86,6 +88,7 @@ __all__ = [
     "rebuild",
     "sha256_hex",
     "split",
+    "uncaptured",
 ]
 
 log = logging.getLogger("abgate.prompt_store")
@@ -101,7 +104,7 @@ _BLOB_LOCK_KEY = 0x4A_B6_E5_1D_0B
 
 CAPTURES = Counter(
     "abgate_prompt_captures_total",
-    "Prompt evidence captures by result: stored | failed | skipped (row gone or wiped)",
+    "Prompt evidence captures by result: stored | failed",
     ["result"],
 )
 
@@ -531,13 +534,6 @@ def open_blob_store(setting: str) -> BlobStore | None:
 
 
 @contextlib.asynccontextmanager
-async def _writing(conn: asyncpg.Connection) -> AsyncIterator[None]:
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", _BLOB_LOCK_KEY)
-        yield
-
-
-@contextlib.asynccontextmanager
 async def deleting(conn: asyncpg.Connection) -> AsyncIterator[None]:
     """A transaction in which no blob writer runs: check references, then delete."""
     async with conn.transaction():
@@ -568,19 +564,18 @@ async def delete_unreferenced(
         return await store.delete(conn, orphans)
 
 
-# -- the recorder's sink -------------------------------------------------------------
+# -- the recorder's capture ----------------------------------------------------------
 
 
 class CapturedRequest(Protocol):
-    """What the sink reads from a committed record (``proxy.records.RequestRecord``).
+    """What the capture reads from a record (``proxy.records.RequestRecord``).
 
     The hashes must be those of ``prompt_body`` (whole, before any cap) and
     ``prompt_system``, as ``proxy.evidence.hash_request`` computes them from the
-    same bytes: the sink files blobs under them without hashing again.
+    same bytes: the capture files blobs under them without hashing again.
     """
 
     usage_id: uuid.UUID
-    created_at: datetime
     system_prompt_sha256: str
     request_body_sha256: str
     was_truncated: bool
@@ -588,70 +583,65 @@ class CapturedRequest(Protocol):
     prompt_system: bytes | None
 
 
-@dataclass(frozen=True)
-class _Planned:
-    record: CapturedRequest
-    split: Split | None  # None: nothing to store (no content, or no hash to file it under)
+@dataclass(frozen=True, slots=True)
+class Captured:
+    """The evidence columns of one request row, as it is to be inserted."""
+
+    system_prompt_sha256: str
+    request_body_sha256: str
+    body_blob_sha256: str | None  # None: no content stored (the hashes say why)
 
 
-_MARK_SQL = """
-UPDATE model_experiment_request AS m
-SET body_blob_sha256 = x.blob,
-    system_prompt_sha256 = CASE WHEN x.blob IS NULL THEN
-        CASE WHEN m.system_prompt_sha256 = '__absent__' THEN m.system_prompt_sha256
-             ELSE '__failed__' END
-        ELSE m.system_prompt_sha256 END,
-    request_body_sha256 = CASE WHEN x.blob IS NULL THEN '__failed__'
-        ELSE m.request_body_sha256 END
-FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[]) AS x(usage_id, created_at,
-                                                                        body_sha, blob)
-WHERE m.usage_id = x.usage_id AND m.created_at = x.created_at
-  AND m.request_body_sha256 = x.body_sha AND m.body_blob_sha256 IS NULL
-RETURNING m.usage_id
-"""
+class PromptCapture:
+    """Store each request's evidence in the transaction that inserts its row.
 
-
-class PromptSink:
-    """The recorder's ``prompt_sink``: store each committed request's evidence.
-
-    ``await sink(records)`` never raises for a storage problem: blobs that could
-    not be written turn their rows' hashes into ``__failed__``. Only when
-    Postgres itself is unreachable do rows keep their hashes without content.
+    Two steps, so the CPU work stays outside the transaction: :meth:`plan` (sans
+    I/O) cuts each body into its blobs; :meth:`store`, called inside the
+    recorder's batch transaction before the rows are copied, takes the blob lock
+    shared, writes the blobs in a savepoint and returns each row's columns. A
+    row and the blobs it references therefore commit together: no second write
+    of the row, and no window in which a wipe could orphan blobs. Blobs that
+    could not be written turn their rows' hashes into ``__failed__``; the rows
+    are written all the same.
     """
 
-    def __init__(self, pool: asyncpg.Pool, store: BlobStore) -> None:
-        self._pool = pool
+    def __init__(self, store: BlobStore) -> None:
         self._store = store
 
-    async def __call__(self, records: Sequence[CapturedRequest]) -> None:
-        planned = [_Planned(r, _plan(r)) for r in records]
+    def plan(self, records: Sequence[CapturedRequest]) -> list[Split | None]:
+        return [_plan(r) for r in records]
+
+    async def store(
+        self,
+        conn: asyncpg.Connection,
+        records: Sequence[CapturedRequest],
+        plans: Sequence[Split | None],
+    ) -> list[Captured]:
+        """Inside the caller's transaction: write the blobs, return each row's columns."""
         blobs: dict[str, bytes] = {}
-        for item in planned:
-            if item.split is not None:
-                blobs[item.split.remainder_sha256] = item.split.remainder
-                if item.split.system is not None and item.split.system_sha256 is not None:
-                    blobs[item.split.system_sha256] = item.split.system
-        async with self._pool.acquire() as conn:
-            async with _writing(conn):
-                stored = await self._put(conn, blobs)
-                outcome = [_outcome(item, stored) for item in planned]
-                matched = await _mark(conn, records, outcome)
-            stale = [blob for item, blob in zip(planned, outcome, strict=True)
-                     if item.record.usage_id not in matched and blob is not None]
-            if stale:
-                # The row was wiped or dropped while we wrote: its blobs must not outlive it.
-                await delete_unreferenced(conn, self._store, _blob_keys(planned, matched))
-        counts = collections.Counter(
-            "skipped" if item.record.usage_id not in matched
-            else "stored" if blob is not None else "failed"
-            for item, blob in zip(planned, outcome, strict=True)
-        )
-        for result, count in counts.items():  # one labels() per result, not per record
-            CAPTURES.labels(result).inc(count)
+        for split_ in plans:
+            if split_ is not None:
+                blobs[split_.remainder_sha256] = split_.remainder
+                if split_.system is not None and split_.system_sha256 is not None:
+                    blobs[split_.system_sha256] = split_.system
+        stored: set[str] = set()
+        if blobs:
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", _BLOB_LOCK_KEY)
+            stored = await self._put(conn, blobs)
+        return [_columns(r, p, stored) for r, p in zip(records, plans, strict=True)]
+
+    @staticmethod
+    def count(columns: Sequence[Captured]) -> None:
+        """Count committed captures (call once the transaction has committed)."""
+        stored = sum(1 for c in columns if c.body_blob_sha256 is not None)
+        if stored:
+            CAPTURES.labels("stored").inc(stored)
+        if len(columns) > stored:
+            CAPTURES.labels("failed").inc(len(columns) - stored)
 
     async def _put(self, conn: asyncpg.Connection, blobs: dict[str, bytes]) -> set[str]:
         try:
-            async with conn.transaction():  # a savepoint: a failed put keeps the marks
+            async with conn.transaction():  # a savepoint: a failed put keeps the rows
                 return await self._store.put(conn, blobs)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("prompt blobs could not be stored (%s); marking %d blob(s) failed",
@@ -659,19 +649,13 @@ class PromptSink:
             return set()
 
 
+def uncaptured(record: CapturedRequest) -> Captured:
+    """The columns of a row whose evidence is not stored (prompt store off, or no capture).
 
-async def _mark(
-    conn: asyncpg.Connection, records: Sequence[CapturedRequest], outcome: list[str | None]
-) -> set[uuid.UUID]:
-    """Point stored rows at their remainder and fail the others; returns the rows changed."""
-    rows = await conn.fetch(
-        _MARK_SQL,
-        [r.usage_id for r in records],
-        [r.created_at for r in records],
-        [r.request_body_sha256 for r in records],
-        outcome,
-    )
-    return {row["usage_id"] for row in rows}
+    The hashes stay and ``body_blob_sha256`` is empty: readers report such a
+    capture as failed, so a lost capture is always visible.
+    """
+    return Captured(record.system_prompt_sha256, record.request_body_sha256, None)
 
 
 def _plan(record: CapturedRequest) -> Split | None:
@@ -692,25 +676,15 @@ def _plan(record: CapturedRequest) -> Split | None:
     )
 
 
-def _outcome(item: _Planned, stored: set[str]) -> str | None:
-    """The remainder key to reference, or None when the capture failed."""
-    if item.split is None:
-        return None
-    needed = [item.split.remainder_sha256]
-    if item.split.system_sha256 is not None:
-        needed.append(item.split.system_sha256)
-    return item.split.remainder_sha256 if all(k in stored for k in needed) else None
-
-
-def _blob_keys(planned: Sequence[_Planned], matched: set[uuid.UUID]) -> list[str]:
-    keys = []
-    for item in planned:
-        if item.record.usage_id in matched or item.split is None:
-            continue
-        keys.append(item.split.remainder_sha256)
-        if item.split.system_sha256 is not None:
-            keys.append(item.split.system_sha256)
-    return keys
+def _columns(record: CapturedRequest, plan: Split | None, stored: set[str]) -> Captured:
+    """The remainder key to reference, or the failure markers when the capture failed."""
+    if plan is not None and plan.remainder_sha256 in stored and (
+        plan.system_sha256 is None or plan.system_sha256 in stored
+    ):
+        return Captured(record.system_prompt_sha256, record.request_body_sha256,
+                        plan.remainder_sha256)
+    system = record.system_prompt_sha256
+    return Captured(system if system == ABSENT else FAILED, FAILED, None)
 
 
 # -- reading ------------------------------------------------------------------------

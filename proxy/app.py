@@ -28,7 +28,7 @@ from aiohttp import web
 from abgate.config import Settings
 from abgate.crypto import KeyRing
 from abgate.db import close_pool, create_pool
-from abgate.evidence_sink import evidence_sink
+from abgate.evidence_sink import batch_evidence
 from proxy import feedback, health, passthrough
 from proxy.config_store import ConfigStore
 from proxy.errors import PayloadTooLarge, ProxyError, Unavailable
@@ -267,7 +267,7 @@ def _resources(
         store = ConfigStore(pool, redis, settings.redis_namespace)
         spool = Spool(settings.spool_dir, settings.spool_max_bytes)
         recorder = Recorder(pool, spool)
-        recorder.prompt_sink = evidence_sink(pool, settings.prompt_store)
+        recorder.evidence = batch_evidence(settings.prompt_store)
         clients = UpstreamClients.create(allow_insecure_upstream=settings.allow_insecure_upstream)
         experiment = ExperimentHandler(
             settings=settings,

@@ -15,12 +15,13 @@ first, so rows reach Postgres in the order they were recorded (except those
 spilled straight to the spool because the in-memory queue was full). Nothing
 is lost unless the spool is full; such rows are counted as ``dropped``.
 
-Prompt content (the bytes sent upstream, for the evidence store) rides on the
-queued records until the prompt sink has taken them. It is bounded by bytes,
+Each batch's evidence (market cost, prompt blobs: :attr:`Recorder.evidence`)
+is prepared before its transaction and written inside it, so a row is inserted
+once, complete, together with the blobs it references. Prompt content (the
+bytes sent upstream) rides on the queued records until their batch commits. It is bounded by bytes,
 not only by count: beyond ``max_prompt_bytes`` queued, a new record is kept
 without its content (its capture is then marked failed, as for any capture
-that could not be stored), so a slow evidence store costs evidence, never rows
-or memory.
+that could not be stored), so a backlog costs evidence, never rows or memory.
 
 A row Postgres will never accept (a constraint or data error) cannot be
 retried into existence: its batch is retried row by row and only the
@@ -35,21 +36,38 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
+from abgate.evidence_sink import RowEvidence
+from abgate.prompt_store import uncaptured
 from proxy.metrics import PROMPTS_SHED, RECORDER_QUEUE_DEPTH, RECORDER_ROWS
 from proxy.records import RequestRecord
 from proxy.spool import Spool
 
-__all__ = ["PromptSink", "Recorder"]
+__all__ = ["BatchEvidence", "Recorder"]
 
 log = logging.getLogger(__name__)
 
-PromptSink = Callable[[Sequence[RequestRecord]], Awaitable[None]]
+
+
+class BatchEvidence(Protocol):
+    """Evidence written with each batch (``abgate.evidence_sink.BatchEvidence``)."""
+
+    async def prepare(self, conn: asyncpg.Connection, records: Sequence[RequestRecord]) -> Any:
+        """Before the batch's transaction; must not raise for a Postgres error."""
+        ...
+
+    async def store(self, conn: asyncpg.Connection, prepared: Any) -> list[RowEvidence]:
+        """Inside the transaction, before the rows are copied: one entry per record."""
+        ...
+
+    def committed(self, evidence: Sequence[RowEvidence]) -> None:
+        """The batch carrying ``evidence`` has committed."""
+        ...
 
 _BACKOFF_BASE_S = 0.1
 _BACKOFF_CAP_S = 5.0
@@ -65,7 +83,7 @@ _USAGE_COLUMNS = (
 _REQUEST_COLUMNS = (
     "usage_id", "created_at", "variant_version_id", "allocation_subject", "subject_value",
     "client_request_id", "request_kind", "system_prompt_sha256", "request_body_sha256",
-    "was_truncated",
+    "was_truncated", "body_blob_sha256",
 )  # fmt: skip
 _USAGE_TMP = "abgate_recorder_usage"
 _REQUEST_TMP = "abgate_recorder_request"
@@ -84,7 +102,8 @@ CREATE TEMP TABLE IF NOT EXISTS abgate_recorder_usage (
 CREATE TEMP TABLE IF NOT EXISTS abgate_recorder_request (
     usage_id uuid, created_at timestamptz, variant_version_id bigint,
     allocation_subject text, subject_value text, client_request_id text, request_kind text,
-    system_prompt_sha256 text, request_body_sha256 text, was_truncated boolean
+    system_prompt_sha256 text, request_body_sha256 text, was_truncated boolean,
+    body_blob_sha256 text
 ) ON COMMIT DELETE ROWS;
 """
 _MOVE_SQL = """
@@ -100,10 +119,12 @@ FROM abgate_recorder_usage
 ON CONFLICT DO NOTHING;
 INSERT INTO model_experiment_request (
     usage_id, created_at, variant_version_id, allocation_subject, subject_value,
-    client_request_id, request_kind, system_prompt_sha256, request_body_sha256, was_truncated)
+    client_request_id, request_kind, system_prompt_sha256, request_body_sha256, was_truncated,
+    body_blob_sha256)
 SELECT
     usage_id, created_at, variant_version_id, allocation_subject, subject_value,
-    client_request_id, request_kind, system_prompt_sha256, request_body_sha256, was_truncated
+    client_request_id, request_kind, system_prompt_sha256, request_body_sha256, was_truncated,
+    body_blob_sha256
 FROM abgate_recorder_request
 ON CONFLICT DO NOTHING;
 """
@@ -125,21 +146,27 @@ _ROW_ERRORS = (
 )
 
 
-def _usage_row(r: RequestRecord) -> tuple[Any, ...]:
+def _usage_row(r: RequestRecord, e: RowEvidence) -> tuple[Any, ...]:
     return (
         r.usage_id, r.created_at, r.user_id, r.request_kind, r.upstream_model, r.status_code,
         r.has_error, r.cancelled, r.streamed, r.input_tokens, r.output_tokens,
         r.cache_read_tokens, r.cache_write_tokens, r.latency_ms, r.ttft_ms,
-        r.cost_microdollars, r.market_cost_microdollars,
+        r.cost_microdollars, e.market_cost_microdollars,
     )  # fmt: skip
 
 
-def _request_row(r: RequestRecord) -> tuple[Any, ...]:
+def _request_row(r: RequestRecord, e: RowEvidence) -> tuple[Any, ...]:
+    c = e.captured
     return (
         r.usage_id, r.created_at, r.variant_version_id, r.allocation_subject, r.subject_value,
-        r.client_request_id, r.request_kind, r.system_prompt_sha256, r.request_body_sha256,
-        r.was_truncated,
+        r.client_request_id, r.request_kind, c.system_prompt_sha256, c.request_body_sha256,
+        r.was_truncated, c.body_blob_sha256,
     )  # fmt: skip
+
+
+def _as_recorded(r: RequestRecord) -> RowEvidence:
+    """A record's own columns, for a batch written without an evidence writer."""
+    return RowEvidence(r.market_cost_microdollars, uncaptured(r))
 
 
 def _prompt_size(r: RequestRecord) -> int:
@@ -159,16 +186,41 @@ def _months(batch: Sequence[RequestRecord]) -> list[datetime]:
     return sorted(starts)
 
 
-async def _copy_batch(conn: asyncpg.Connection, batch: Sequence[RequestRecord]) -> None:
+async def _copy_batch(
+    conn: asyncpg.Connection,
+    batch: Sequence[RequestRecord],
+    evidence: BatchEvidence | None,
+    prepared: Any,
+) -> list[RowEvidence]:
     async with conn.transaction():
         await conn.execute(_CREATE_TMP_SQL)
+        columns = await _evidence_columns(conn, batch, evidence, prepared)
+        rows = list(zip(batch, columns, strict=True))
         await conn.copy_records_to_table(
-            _USAGE_TMP, records=[_usage_row(r) for r in batch], columns=_USAGE_COLUMNS
+            _USAGE_TMP, records=[_usage_row(r, e) for r, e in rows], columns=_USAGE_COLUMNS
         )
         await conn.copy_records_to_table(
-            _REQUEST_TMP, records=[_request_row(r) for r in batch], columns=_REQUEST_COLUMNS
+            _REQUEST_TMP, records=[_request_row(r, e) for r, e in rows], columns=_REQUEST_COLUMNS
         )
         await conn.execute(_MOVE_SQL)
+    return columns
+
+
+async def _evidence_columns(
+    conn: asyncpg.Connection,
+    batch: Sequence[RequestRecord],
+    evidence: BatchEvidence | None,
+    prepared: Any,
+) -> list[RowEvidence]:
+    if evidence is None or prepared is None:
+        return [_as_recorded(r) for r in batch]
+    try:
+        return await evidence.store(conn, prepared)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        raise  # the transaction or the connection is gone: the batch is retried
+    except Exception:  # a bug in the evidence writer must not cost rows
+        log.exception("prompt evidence failed for a batch of %d records", len(batch))
+        return [_as_recorded(r) for r in batch]
 
 
 async def _ensure_partitions(conn: asyncpg.Connection, batch: Sequence[RequestRecord]) -> None:
@@ -204,9 +256,9 @@ class Recorder:
         self._max_prompt_bytes = max_prompt_bytes
         self._prompt_bytes = 0  # prompt content held by records in the queue
         self._write_timeout_s = write_timeout_s
-        #: Called with each batch once it is committed (the prompt evidence store).
-        #: Its failures are logged; they never lose or delay rows beyond its call.
-        self.prompt_sink: PromptSink | None = None
+        #: Market cost and prompt evidence, written in each batch's transaction.
+        #: Without it rows keep their records' own hashes and cost.
+        self.evidence: BatchEvidence | None = None
         #: False while Postgres writes are failing.
         self.healthy = True
         self._queue: deque[RequestRecord] = deque()
@@ -378,8 +430,6 @@ class Recorder:
         self.healthy = True
         self._failures = 0
         _ROWS[result].inc(len(stored))
-        if stored and self.prompt_sink is not None:
-            await self._call_prompt_sink(stored)
         return True
 
     async def _insert_isolating_bad_rows(self, batch: list[RequestRecord]) -> list[RequestRecord]:
@@ -413,21 +463,37 @@ class Recorder:
 
     async def _insert(self, batch: Sequence[RequestRecord]) -> None:
         """One transaction for the batch; raises _ROW_ERRORS or _TransientFailure."""
+        evidence = self.evidence
         try:
             async with asyncio.timeout(self._write_timeout_s):
                 async with self._pool.acquire() as conn:
+                    prepared = await self._prepare(conn, batch)
                     try:
-                        await _copy_batch(conn, batch)
+                        columns = await _copy_batch(conn, batch, evidence, prepared)
                     except asyncpg.CheckViolationError as exc:
                         if not _is_missing_partition(exc):
                             raise
                         await _ensure_partitions(conn, batch)
-                        await _copy_batch(conn, batch)
+                        columns = await _copy_batch(conn, batch, evidence, prepared)
         except _ROW_ERRORS:
             raise
         except Exception as exc:
             self._note_failure(exc)
             raise _TransientFailure from exc
+        if evidence is not None:
+            evidence.committed(columns)
+
+    async def _prepare(self, conn: asyncpg.Connection, batch: Sequence[RequestRecord]) -> Any:
+        """The evidence writer's preparation of ``batch``; None (rows as recorded) on a bug."""
+        if self.evidence is None:
+            return None
+        try:
+            return await self.evidence.prepare(conn, batch)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            raise
+        except Exception:
+            log.exception("prompt evidence failed for a batch of %d records", len(batch))
+            return None
 
     def _note_failure(self, exc: BaseException) -> None:
         self.healthy = False
@@ -451,14 +517,6 @@ class Recorder:
                     await self._wakeup.wait()
             if len(self._queue) >= self._batch_size:  # keep memory bounded, order kept
                 await self._spill(self._take(len(self._queue)))
-
-    async def _call_prompt_sink(self, stored: list[RequestRecord]) -> None:
-        assert self.prompt_sink is not None
-        try:
-            async with asyncio.timeout(self._write_timeout_s):
-                await self.prompt_sink(stored)
-        except Exception:
-            log.exception("prompt sink failed for a batch of %d records", len(stored))
 
     # ------------------------------------------------------------------ spool
 

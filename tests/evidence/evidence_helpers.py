@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from abgate.evidence_sink import evidence_sink
+from abgate.evidence_sink import batch_evidence
 from proxy.evidence import capped, hash_request, system_prompt
 from proxy.recorder import Recorder
 from proxy.records import RequestRecord
@@ -121,7 +121,7 @@ async def write(pool: asyncpg.Pool, records: Sequence[RequestRecord], spool_dir:
     # A generous write timeout: on a loaded CI machine a slow first insert must not
     # divert the batch to the spool, which carries no prompt content.
     recorder = Recorder(pool, Spool(str(spool_dir), 64 * 1024 * 1024), write_timeout_s=60.0)
-    recorder.prompt_sink = evidence_sink(pool, prompt_store)
+    recorder.evidence = batch_evidence(prompt_store)
     await recorder.start()
     for item in records:
         recorder.record(item)

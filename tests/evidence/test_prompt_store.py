@@ -183,6 +183,26 @@ async def test_stored_evidence_rebuilds_the_bytes_whose_hash_is_on_the_row(
         assert hashlib.sha256(body.content).hexdigest() == row["request_body_sha256"]
 
 
+async def test_each_row_is_inserted_with_its_evidence_and_never_updated(
+    db: asyncpg.Connection, pool: asyncpg.Pool, spool_dir: Path
+) -> None:
+    setup = await experiment(db)
+    await db.execute("""
+        CREATE TABLE test_updates (n integer);
+        CREATE FUNCTION test_note_update() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO test_updates VALUES (1); RETURN NULL; END; $$;
+        CREATE TRIGGER test_note_update AFTER UPDATE ON model_experiment_request
+            FOR EACH ROW EXECUTE FUNCTION test_note_update();
+        CREATE TRIGGER test_note_usage_update AFTER UPDATE ON usage
+            FOR EACH ROW EXECUTE FUNCTION test_note_update();
+    """)
+    await write(pool, [record("chat_completions", chat_body("rules", f"q{i}"),
+                              setup.version_ids[0]) for i in range(3)], spool_dir)
+    rows = await _rows(db)
+    assert len(rows) == 3 and all(r["body_blob_sha256"] is not None for r in rows)
+    assert await db.fetchval("SELECT count(*) FROM test_updates") == 0
+
+
 async def test_a_system_prompt_used_by_many_requests_is_stored_once(
     db: asyncpg.Connection, pool: asyncpg.Pool, spool_dir: Path
 ) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from abgate.evidence_sink import BatchEvidence, RowEvidence, batch_evidence
 from proxy.recorder import Recorder
 from proxy.records import RequestRecord
 from proxy.spool import Spool
@@ -93,6 +94,36 @@ async def request_count(db: asyncpg.Connection) -> int:
     return int(await db.fetchval("SELECT count(*) FROM model_experiment_request"))
 
 
+async def _count_is(db: asyncpg.Connection, expected: int) -> bool:
+    return await usage_count(db) == await request_count(db) == expected
+
+
+class _Watched:
+    """A real evidence writer that notes each batch and can be made to fail."""
+
+    def __init__(self, inner: BatchEvidence, fail_in: str | None = None) -> None:
+        self._inner = inner
+        self._fail_in = fail_in
+        self.batches: list[int] = []
+        self.contents: list[bytes | None] = []
+
+    async def prepare(self, conn: asyncpg.Connection, records: Sequence[RequestRecord]) -> Any:
+        self.batches.append(len(records))
+        self.contents.extend(r.prompt_body for r in records)
+        if self._fail_in == "prepare":
+            raise RuntimeError("evidence writer bug")
+        return await self._inner.prepare(conn, records)
+
+    async def store(self, conn: asyncpg.Connection, prepared: Any) -> list[RowEvidence]:
+        columns = await self._inner.store(conn, prepared)
+        if self._fail_in == "store":
+            raise RuntimeError("evidence writer bug")
+        return columns
+
+    def committed(self, evidence: Sequence[RowEvidence]) -> None:
+        self._inner.committed(evidence)
+
+
 async def arrivals(db: asyncpg.Connection) -> list[uuid.UUID]:
     rows = await db.fetch("SELECT usage_id FROM test_arrivals ORDER BY seq")
     return [r["usage_id"] for r in rows]
@@ -167,18 +198,14 @@ async def test_records_are_written_in_batches_of_batch_size(
     db: asyncpg.Connection, make_recorder: RecorderFactory, version_id: int
 ) -> None:
     recorder = await make_recorder(batch_size=10)
-    batches: list[int] = []
-
-    async def sink(batch: Sequence[RequestRecord]) -> None:
-        batches.append(len(batch))
-
-    recorder.prompt_sink = sink
+    evidence = _Watched(batch_evidence("off"))
+    recorder.evidence = evidence
+    batches = evidence.batches
     metrics = recorder_rows()
     for n in range(25):
         recorder.record(make_record(version_id, n))
-    await eventually(lambda: sum(batches) == 25, 3.0, "all batches")
+    await eventually(lambda: _count_is(db, 25), 3.0, "all batches")
     assert batches == [10, 10, 5]
-    assert await usage_count(db) == await request_count(db) == 25
     assert metrics.delta() == {("written",): 25}
 
 
@@ -503,42 +530,51 @@ async def test_records_after_close_go_to_the_spool(
     assert metrics.delta() == {("spilled",): 1}
 
 
-async def test_a_failing_prompt_sink_loses_no_rows(
+async def test_an_evidence_writer_that_fails_to_prepare_loses_no_rows(
     db: asyncpg.Connection,
     make_recorder: RecorderFactory,
     version_id: int,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     recorder = await make_recorder(batch_size=3)
-    calls: list[list[uuid.UUID]] = []
-
-    async def failing_sink(batch: Sequence[RequestRecord]) -> None:
-        calls.append([r.usage_id for r in batch])
-        raise RuntimeError("prompt store down")
-
-    recorder.prompt_sink = failing_sink
-    records = [make_record(version_id, n) for n in range(6)]
+    recorder.evidence = _Watched(batch_evidence("postgres"), fail_in="prepare")
+    records = [make_record(version_id, n, prompt_body=b"{}") for n in range(6)]
     for rec in records:
         recorder.record(rec)
-    await eventually(lambda: len(calls) == 2, 3.0, "both batches to reach the sink")
-    assert calls == [[r.usage_id for r in records[:3]], [r.usage_id for r in records[3:]]]
-    assert await usage_count(db) == 6
+    await eventually(lambda: _count_is(db, 6), 3.0, "the rows")
+    rows = await db.fetch("SELECT usage_id, request_body_sha256, body_blob_sha256 "
+                          "FROM model_experiment_request")
+    assert {tuple(row) for row in rows} == {
+        (r.usage_id, r.request_body_sha256, None) for r in records
+    }
     assert recorder.healthy
-    assert "prompt sink failed" in caplog.text
+    assert "prompt evidence failed for a batch of 3 records" in caplog.text
 
 
-async def test_prompt_sink_gets_prompt_content_of_written_rows(
+async def test_an_evidence_writer_that_fails_inside_the_transaction_loses_no_rows(
+    db: asyncpg.Connection,
+    make_recorder: RecorderFactory,
+    version_id: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = await make_recorder(batch_size=3)
+    recorder.evidence = _Watched(batch_evidence("postgres"), fail_in="store")
+    for n in range(3):
+        recorder.record(make_record(version_id, n, prompt_body=b"{}"))
+    await eventually(lambda: _count_is(db, 3), 3.0, "the rows")
+    assert await db.fetchval(
+        "SELECT count(*) FROM model_experiment_request WHERE body_blob_sha256 IS NULL") == 3
+    assert "prompt evidence failed for a batch of 3 records" in caplog.text
+
+
+async def test_the_evidence_writer_gets_the_prompt_content_of_the_batch(
     make_recorder: RecorderFactory, version_id: int
 ) -> None:
     recorder = await make_recorder()
-    seen: list[bytes | None] = []
-
-    async def sink(batch: Sequence[RequestRecord]) -> None:
-        seen.extend(r.prompt_body for r in batch)
-
-    recorder.prompt_sink = sink
+    evidence = _Watched(batch_evidence("off"))
+    recorder.evidence = evidence
     recorder.record(make_record(version_id, prompt_body=b'{"messages": []}'))
-    await eventually(lambda: seen == [b'{"messages": []}'], 3.0, "the sink call")
+    await eventually(lambda: evidence.contents == [b'{"messages": []}'], 3.0, "the batch")
 
 
 async def test_write_failures_are_logged_without_row_contents(
