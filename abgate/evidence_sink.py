@@ -17,6 +17,7 @@ update of an indexed column writes the row and all its index entries again).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from abgate.prompt_store import Captured, PromptCapture, Split, open_blob_store,
 __all__ = ["BatchEvidence", "PreparedEvidence", "RowEvidence", "batch_evidence"]
 
 log = logging.getLogger("abgate.evidence")
+
+# Records whose bodies are cut between two yields to the event loop.
+_PLAN_CHUNK = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +64,18 @@ class BatchEvidence:
             log.warning("market cost of %d request(s) not recorded (%s)",
                         len(records), type(exc).__name__)
             costs = [0] * len(records)
-        plans = self._capture.plan(records) if self._capture is not None else None
+        plans = await self._plan(records) if self._capture is not None else None
         return PreparedEvidence(records, costs, plans)
+
+    async def _plan(self, records: Sequence[Any]) -> list[Split | None]:
+        """Cut the bodies a few at a time: ~5 µs a 1 KB record, and requests wait meanwhile."""
+        assert self._capture is not None
+        plans: list[Split | None] = []
+        for start in range(0, len(records), _PLAN_CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            plans += self._capture.plan(records[start:start + _PLAN_CHUNK])
+        return plans
 
     async def store(
         self, conn: asyncpg.Connection, prepared: PreparedEvidence

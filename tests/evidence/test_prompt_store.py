@@ -209,11 +209,11 @@ async def test_a_system_prompt_used_by_many_requests_is_stored_once(
     setup = await experiment(db)
     system = "You are a careful assistant. " * 2000  # ~58 KB
     await write(pool, [record("chat_completions", chat_body(system, f"question {i}"),
-                              setup.version_ids[0]) for i in range(20)], spool_dir)
+                              setup.version_ids[0]) for i in range(40)], spool_dir)
     system_sha = {r["system_prompt_sha256"] for r in await _rows(db)}
     assert len(system_sha) == 1
     blobs = await db.fetch("SELECT sha256, length(content) AS size FROM prompt_blob")
-    assert len(blobs) == 21  # one system blob and twenty small remainders
+    assert len(blobs) == 41  # one system blob and forty small remainders
     assert sum(1 for b in blobs if b["size"] > len(system)) == 1
     assert all(isinstance(b, StoredBody) for b in await _bodies(db, PostgresBlobStore()))
 
