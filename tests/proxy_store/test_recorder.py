@@ -209,6 +209,18 @@ async def test_records_are_written_in_batches_of_batch_size(
     assert metrics.delta() == {("written",): 25}
 
 
+async def test_a_batch_ends_at_its_prompt_content_limit_without_waiting_for_the_interval(
+    db: asyncpg.Connection, make_recorder: RecorderFactory, version_id: int
+) -> None:
+    recorder = await make_recorder(batch_size=100, batch_prompt_bytes=1000, flush_interval_s=10)
+    evidence = _Watched(batch_evidence("off"))
+    recorder.evidence = evidence
+    for n in range(5):
+        recorder.record(make_record(version_id, n, prompt_body=b"x" * 400))
+    await eventually(lambda: _count_is(db, 4), 3.0, "two batches full of content")
+    assert evidence.batches == [2, 2]  # the fifth waits for more, or for the interval
+
+
 async def test_a_partial_batch_is_written_after_the_flush_interval(
     db: asyncpg.Connection, make_recorder: RecorderFactory, version_id: int
 ) -> None:
