@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["ProcessSample", "core_busy_seconds", "cpu_seconds", "descendants",
+__all__ = ["ProcessSample", "core_busy_seconds", "cpu_seconds", "cpu_seconds_named", "descendants",
            "parse_core_busy_ticks", "parse_stat_cpu_ticks", "parse_status_kb",
            "reset_peak_rss", "sample"]
 
@@ -59,6 +59,24 @@ def cpu_seconds(pid: int) -> float:
             ticks += parse_stat_cpu_ticks((_PROC / str(member) / "stat").read_text())
         except (OSError, ValueError, IndexError):
             continue  # exited between listing and reading
+    return ticks / _TICKS
+
+
+def cpu_seconds_named(name: str, proc: Path = _PROC) -> float:
+    """User + system CPU seconds used so far by the live processes whose ``comm`` is ``name``.
+
+    Postgres' share of a benchmark run: its backends live as long as the
+    proxy's pool, so the difference of two samples is the work done between them.
+    """
+    ticks = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == name:
+                ticks += parse_stat_cpu_ticks((entry / "stat").read_text())
+        except (OSError, ValueError, IndexError):
+            continue  # exited while we looked
     return ticks / _TICKS
 
 

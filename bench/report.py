@@ -31,6 +31,7 @@ _METRICS = {  # summary field -> path in a run
     "gap_mean_ms": ("gap_ms", "mean"),
     "cpu_us_per_request": ("cpu_us_per_request",),
     "core_other_percent": ("core_other_percent",),
+    "postgres_us_per_row": ("postgres_us_per_row",),
 }
 
 
@@ -257,6 +258,7 @@ _COLUMNS: list[tuple[str, str, int]] = [  # header, field, digits
     ("+p50/+p99 vs direct µs", "", 0),
     ("peak RSS MB", "peak_rss_mb", 0),
     ("rows/served", "", 0),
+    ("Postgres µs/row", "postgres_us_per_row", 0),
     ("errors", "errors", 0),
     ("core-0 noise %", "core_other_percent", 0),
 ]

@@ -311,6 +311,7 @@ async def _run_one(ctx: Context, group: Group, combo: Combo, target: str, repeat
     url = servers.urls[target]
     server = servers.processes.get(target)
     rows_before = await count_rows(ctx.services.database_url) if target == "experiment" else None
+    pg_before = procstat.cpu_seconds_named("postgres")
     peak_per_run = procstat.reset_peak_rss(server.pid) if server else False
     before = procstat.sample(server.pid) if server else None
     core_before, wall_before = procstat.core_busy_seconds(PROXY_CORE), time.monotonic()
@@ -326,6 +327,7 @@ async def _run_one(ctx: Context, group: Group, combo: Combo, target: str, repeat
     else:
         await asyncio.sleep(0.2)  # let the last responses' bookkeeping finish
     after = procstat.sample(server.pid) if server else None
+    pg_cpu = procstat.cpu_seconds_named("postgres") - pg_before
     run: dict[str, Any] = {
         "group": group.name, "combo": combo.key, "target": target, "repeat": repeat,
         "stream": combo.stream, "body_bytes": combo.body_bytes,
@@ -338,6 +340,10 @@ async def _run_one(ctx: Context, group: Group, combo: Combo, target: str, repeat
         # Busy time of the server's core not spent by the server (other processes,
         # interrupts): the noise under which this run was taken.
         "core_other_percent": core_busy / wall * 100,
+        # Postgres' CPU (every local postgres process) per row the run wrote,
+        # until the rows were all there; None for a remote Postgres or no rows.
+        "postgres_us_per_row": (pg_cpu / rows_written * 1e6
+                                if rows_written and pg_cpu > 0 else None),
     }
     if before is not None and after is not None and result.total_requests:
         server_cpu = after.cpu_s - before.cpu_s

@@ -139,6 +139,17 @@ def _fake_proc(root: Path, processes: dict[int, tuple[str, list[int]]]) -> Path:
     return root
 
 
+def test_cpu_of_named_processes_sums_every_live_process_of_that_name(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path, {10: ("postgres", [10]), 11: ("postgres", [11]),
+                                 30: ("python", [30])})
+    for pid, (utime, stime) in {10: (100, 20), 11: (5, 5), 30: (999, 999)}.items():
+        fields = ["S"] + ["0"] * 10 + [str(utime), str(stime)] + ["0"] * 8
+        (proc / str(pid) / "stat").write_text(f"{pid} (name) " + " ".join(fields))
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert procstat.cpu_seconds_named("postgres", proc) == pytest.approx(130 / ticks)
+    assert procstat.cpu_seconds_named("redis-server", proc) == 0.0
+
+
 def test_service_threads_are_every_thread_of_postgres_and_redis_only(tmp_path: Path) -> None:
     proc = _fake_proc(tmp_path, {
         10: ("postgres", [10]), 11: ("postgres", [11]),
