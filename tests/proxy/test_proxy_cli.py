@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import signal
@@ -14,7 +15,7 @@ import pytest
 
 from abgate.config import Settings
 from abgate.mock_upstream import MockServer
-from proxy.cli import command_proxy
+from proxy.cli import GC_THRESHOLDS, _run_loop, command_proxy
 
 _LISTENING = re.compile(rb"abgate proxy listening on http://127\.0\.0\.1:(\d+) \(2 workers\)")
 
@@ -24,6 +25,20 @@ def test_invalid_worker_count_is_a_usage_error(capsys: pytest.CaptureFixture[str
         command_proxy(["--workers", "0"])
     assert exc_info.value.code == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def test_the_proxy_loop_runs_with_a_raised_young_generation_threshold() -> None:
+    seen: list[tuple[int, int, int]] = []
+
+    async def main() -> None:
+        seen.append(gc.get_threshold())
+
+    original = gc.get_threshold()
+    try:
+        assert _run_loop(main) == 0
+    finally:
+        gc.set_threshold(*original)
+    assert seen == [GC_THRESHOLDS] and GC_THRESHOLDS[0] > original[0]
 
 
 def _env(settings: Settings, mock: MockServer, tmp_path: Path) -> dict[str, str]:
