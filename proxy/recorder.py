@@ -55,7 +55,6 @@ __all__ = ["BatchEvidence", "Recorder"]
 log = logging.getLogger(__name__)
 
 
-
 class BatchEvidence(Protocol):
     """Evidence written with each batch (``abgate.evidence_sink.BatchEvidence``)."""
 
@@ -64,20 +63,22 @@ class BatchEvidence(Protocol):
         ...
 
     async def store(self, conn: asyncpg.Connection, prepared: Any) -> list[RowEvidence]:
-        """Inside the transaction, before the rows are copied: one entry per record."""
+        """Inside the transaction, before the rows are inserted: one entry per record."""
         ...
 
     def committed(self, evidence: Sequence[RowEvidence]) -> None:
         """The batch carrying ``evidence`` has committed."""
         ...
 
+
 # Each batch costs Postgres ~1-2 ms of CPU beyond its rows (transaction, plans,
 # the rollup trigger's statements): at 1,500 rows/s, 0.2 s batches cost it 85 µs
 # a row where 0.05 s batches cost 117. Each batch also wakes a Postgres backend,
 # which on a shared host preempts whatever runs on its core for a few ms: the
-# proxy's p99 at concurrency 1 (bench, json 1 KB) was +3.2-3.6 ms over the
-# upstream with 0.05-0.2 s batches, +5.0 ms with 50-row ones and +2.4 ms with
-# 0.5 s batches of up to 1,000. Rows still reach the stats within half a second.
+# proxy's p99 at concurrency 1 (bench, json 1 KB, single runs) was +2.9-5.1 ms
+# over the upstream with 0.05 s batches, +5.0 ms with 50-row ones and
+# +2.4-3.9 ms with 0.5 s batches of up to 1,000: fewer wake-ups, a shorter tail.
+# Rows still reach the stats within half a second.
 _FLUSH_INTERVAL_S = 0.5
 _BATCH_SIZE = 1000
 # A batch also ends at this much prompt content (200 KB bodies: ~80 records),
