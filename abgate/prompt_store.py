@@ -51,7 +51,6 @@ import logging
 import os
 import re
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -575,7 +574,6 @@ class CapturedRequest(Protocol):
     same bytes: the capture files blobs under them without hashing again.
     """
 
-    usage_id: uuid.UUID
     system_prompt_sha256: str
     request_body_sha256: str
     was_truncated: bool
@@ -597,7 +595,7 @@ class PromptCapture:
 
     Two steps, so the CPU work stays outside the transaction: :meth:`plan` (sans
     I/O) cuts each body into its blobs; :meth:`store`, called inside the
-    recorder's batch transaction before the rows are copied, takes the blob lock
+    recorder's batch transaction before the rows are inserted, takes the blob lock
     shared, writes the blobs in a savepoint and returns each row's columns. A
     row and the blobs it references therefore commit together: no second write
     of the row, and no window in which a wipe could orphan blobs. Blobs that

@@ -119,7 +119,7 @@ _ROWS = {
 }
 
 # Errors no retry can fix: Postgres rejected a row, or asyncpg could not encode a
-# field for COPY (which raises plain TypeError/ValueError/OverflowError).
+# parameter (which raises plain TypeError/ValueError/OverflowError).
 _ROW_ERRORS = (
     asyncpg.IntegrityConstraintViolationError,
     asyncpg.DataError,
@@ -127,6 +127,10 @@ _ROW_ERRORS = (
     ValueError,
     OverflowError,
 )
+
+# Errors that mean Postgres or the connection failed, not the evidence writer's
+# code: they fail the batch (retried, spooled) instead of being logged as a bug.
+_CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 def _usage_row(r: RequestRecord, e: RowEvidence) -> tuple[Any, ...]:
@@ -200,7 +204,7 @@ async def _evidence_columns(
         return [_as_recorded(r) for r in batch]
     try:
         return await evidence.store(conn, prepared)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+    except _CONNECTION_ERRORS:
         raise  # the transaction or the connection is gone: the batch is retried
     except Exception:  # a bug in the evidence writer must not cost rows
         log.exception("prompt evidence failed for a batch of %d records", len(batch))
@@ -488,7 +492,7 @@ class Recorder:
             return None
         try:
             return await self.evidence.prepare(conn, batch)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except _CONNECTION_ERRORS:
             raise
         except Exception:
             log.exception("prompt evidence failed for a batch of %d records", len(batch))
