@@ -59,6 +59,19 @@ def _first_non_null_usage(data: bytes, start: int = 0, end: int | None = None) -
     return -1 if match is None else match.start()
 
 
+def _first_non_null_usage_of(chunk: bytes, end: int, others: int) -> int:
+    """``_first_non_null_usage(chunk, 0, end)``, knowing ``others`` keys are not ``"usage":null``.
+
+    A chat stream's one usage chunk comes last: when it is the only such key and
+    the last one, it is found from the end instead of by a regex over the chunk.
+    """
+    if others == 1:
+        last = chunk.rfind(_USAGE, 0, end)
+        if _NON_NULL_USAGE_RE.match(chunk, last, end):
+            return last
+    return _first_non_null_usage(chunk, 0, end)
+
+
 def _plain_head_end(chunk: bytes) -> int:
     """Where the run of events that need no parsing, at the start of ``chunk``, ends.
 
@@ -76,10 +89,12 @@ def _plain_head_end(chunk: bytes) -> int:
     # Every "usage":null holds one "usage", so equal counts leave no other key
     # (a "usage" overlapping another is followed by "u": invalid JSON, no usage).
     keys = chunk.count(_USAGE, 0, end)
-    if keys and keys != chunk.count(_NULL_USAGE, 0, end):
-        usage = _first_non_null_usage(chunk, 0, end)
-        if usage >= 0:
-            end = usage
+    if keys:
+        others = keys - chunk.count(_NULL_USAGE, 0, end)
+        if others:
+            usage = _first_non_null_usage_of(chunk, end, others)
+            if usage >= 0:
+                end = usage
     if end == len(chunk) and chunk.endswith(b"\n\n"):
         return end
     blank = chunk.rfind(b"\n\n", 0, end)
@@ -112,24 +127,25 @@ class StreamTransformer:
         # its plain head is forwarded as it came: _keep would keep each of its
         # events and change nothing else. (Raw bytes are forwarded on either path,
         # a leading BOM included.)
+        # (Blinding runs once per chunk: head and parsed events together.)
         if not self._parser.pending:
             cut = _plain_head_end(chunk)
             if cut:
                 self._parser.skip_events()
                 if cut == len(chunk):
                     return self._blinder.blind(chunk)
-                return self._blinder.blind(chunk[:cut]) + self._feed_events(chunk[cut:])
-        return self._feed_events(chunk)
+                return self._blinder.blind(chunk[:cut] + self._kept_events(chunk[cut:]))
+        kept = self._kept_events(chunk)
+        return self._blinder.blind(kept) if kept else b""
 
-    def _feed_events(self, chunk: bytes) -> bytes:
+    def _kept_events(self, chunk: bytes) -> bytes:
+        """The raw bytes of the events ``chunk`` completes that reach the client."""
         events = self._parser.feed(chunk)
         if not events:
             return b""
         if len(events) == 1:
-            raw = events[0].raw if self._keep(events[0]) else b""
-        else:
-            raw = b"".join([event.raw for event in events if self._keep(event)])
-        return self._blinder.blind(raw) if raw else b""
+            return events[0].raw if self._keep(events[0]) else b""
+        return b"".join([event.raw for event in events if self._keep(event)])
 
     def finish(self) -> bytes:
         """Return the blinded bytes held back at the end of the stream (may be b"").
