@@ -2,11 +2,11 @@
 
 Handlers call :meth:`Recorder.record`, which only appends to an in-memory
 queue. One background task drains it in batches (by count and time) and
-writes each batch in one transaction: ``INSERT ... SELECT * FROM unnest(...)
-ON CONFLICT DO NOTHING`` into ``usage`` and ``model_experiment_request``, one
-array per column, so re-sending a batch never duplicates a row (rows are keyed
-by ``usage_id``). Array inserts cost Postgres ~1 ms less CPU per batch than
-COPY into session temp tables (whose ``CREATE ... IF NOT EXISTS`` and commit
+writes each batch in one transaction: one statement inserts ``usage`` and
+``model_experiment_request`` from one array of rows (``unnest``, ``ON CONFLICT
+DO NOTHING``), so re-sending a batch never duplicates a row (rows are keyed by
+``usage_id``). Array inserts cost Postgres ~1 ms less CPU per batch than COPY
+into session temp tables (whose ``CREATE ... IF NOT EXISTS`` and commit
 truncation are paid per batch) and the same per row at 200 rows.
 
 When a write fails, the batch goes to the local :class:`~proxy.spool.Spool` and
@@ -38,7 +38,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -89,26 +89,33 @@ _BACKOFF_CAP_S = 5.0
 _ADOPT_EVERY_S = 30.0
 _WARN_EVERY_S = 30.0
 
-# Column order of _usage_row / _request_row and of the arrays below.
-_INSERT_USAGE_SQL = """
-INSERT INTO usage (
-    id, created_at, user_id, request_kind, upstream_model, status_code, has_error, cancelled,
-    streamed, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, latency_ms,
-    ttft_ms, cost_microdollars, market_cost_microdollars)
-SELECT * FROM unnest(
-    $1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::integer[],
-    $7::boolean[], $8::boolean[], $9::boolean[], $10::bigint[], $11::bigint[], $12::bigint[],
-    $13::bigint[], $14::integer[], $15::integer[], $16::bigint[], $17::bigint[])
-ON CONFLICT DO NOTHING
-"""
-_INSERT_REQUEST_SQL = """
+# One statement for both tables, from one array of abgate_request_record
+# (sql/0008): the usage rows (CTE) and then the request rows that reference them;
+# the rollup trigger, run at the end of the statement, sees both. Field order of
+# _row and of the type.
+_INSERT_SQL = """
+WITH r AS (SELECT * FROM unnest($1::abgate_request_record[])),
+usage_rows AS (
+    INSERT INTO usage (
+        id, created_at, user_id, request_kind, upstream_model, status_code, has_error,
+        cancelled, streamed, input_tokens, output_tokens, cache_read_tokens,
+        cache_write_tokens, latency_ms, ttft_ms, cost_microdollars, market_cost_microdollars)
+    SELECT
+        usage_id, created_at, user_id, request_kind, upstream_model, status_code, has_error,
+        cancelled, streamed, input_tokens, output_tokens, cache_read_tokens,
+        cache_write_tokens, latency_ms, ttft_ms, cost_microdollars, market_cost_microdollars
+    FROM r
+    ON CONFLICT DO NOTHING
+)
 INSERT INTO model_experiment_request (
     usage_id, created_at, variant_version_id, allocation_subject, subject_value,
     client_request_id, request_kind, system_prompt_sha256, request_body_sha256, was_truncated,
     body_blob_sha256)
-SELECT * FROM unnest(
-    $1::uuid[], $2::timestamptz[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-    $7::text[], $8::text[], $9::text[], $10::boolean[], $11::text[])
+SELECT
+    usage_id, created_at, variant_version_id, allocation_subject, subject_value,
+    client_request_id, request_kind, system_prompt_sha256, request_body_sha256, was_truncated,
+    body_blob_sha256
+FROM r
 ON CONFLICT DO NOTHING
 """
 _ENSURE_PARTITION_SQL = "SELECT abgate_ensure_request_partition($1)"
@@ -133,21 +140,15 @@ _ROW_ERRORS = (
 _CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
-def _usage_row(r: RequestRecord, e: RowEvidence) -> tuple[Any, ...]:
+def _row(r: RequestRecord, e: RowEvidence) -> tuple[Any, ...]:
+    c = e.captured
     return (
         r.usage_id, r.created_at, r.user_id, r.request_kind, r.upstream_model, r.status_code,
         r.has_error, r.cancelled, r.streamed, r.input_tokens, r.output_tokens,
         r.cache_read_tokens, r.cache_write_tokens, r.latency_ms, r.ttft_ms,
         r.cost_microdollars, e.market_cost_microdollars,
-    )  # fmt: skip
-
-
-def _request_row(r: RequestRecord, e: RowEvidence) -> tuple[Any, ...]:
-    c = e.captured
-    return (
-        r.usage_id, r.created_at, r.variant_version_id, r.allocation_subject, r.subject_value,
-        r.client_request_id, r.request_kind, c.system_prompt_sha256, c.request_body_sha256,
-        r.was_truncated, c.body_blob_sha256,
+        r.variant_version_id, r.allocation_subject, r.subject_value, r.client_request_id,
+        c.system_prompt_sha256, c.request_body_sha256, r.was_truncated, c.body_blob_sha256,
     )  # fmt: skip
 
 
@@ -183,15 +184,10 @@ async def _write_batch(
         return []
     async with conn.transaction():
         columns = await _evidence_columns(conn, batch, evidence, prepared)
-        rows = list(zip(batch, columns, strict=True))
-        await conn.execute(_INSERT_USAGE_SQL, *_arrays(_usage_row(r, e) for r, e in rows))
-        await conn.execute(_INSERT_REQUEST_SQL, *_arrays(_request_row(r, e) for r, e in rows))
+        await conn.execute(
+            _INSERT_SQL, [_row(r, e) for r, e in zip(batch, columns, strict=True)]
+        )
     return columns
-
-
-def _arrays(rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows to one list per column, the parameters of an ``unnest`` insert."""
-    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def _evidence_columns(

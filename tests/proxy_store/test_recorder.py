@@ -194,6 +194,28 @@ async def test_a_record_becomes_one_usage_row_and_one_request_row(
     }
 
 
+async def test_the_stats_rollup_of_a_batch_sees_its_usage_rows(
+    db: asyncpg.Connection, make_recorder: RecorderFactory, version_id: int
+) -> None:
+    # Usage and request rows go in by one statement; the rollup trigger on the
+    # request rows reads tokens, errors and latency from the usage rows.
+    recorder = await make_recorder()
+    for i in range(3):
+        recorder.record(make_record(version_id, input_tokens=10 + i, output_tokens=5,
+                                    has_error=i == 0, latency_ms=100, ttft_ms=20))
+    await eventually(lambda: _count_is(db, 3), 3.0, "the rows")
+    stats = await db.fetchrow(
+        "SELECT sum(requests) AS requests, sum(errors) AS errors,"
+        " sum(input_tokens) AS input, sum(output_tokens) AS output FROM request_stats_hourly"
+    )
+    assert dict(stats) == {"requests": 3, "errors": 1, "input": 33, "output": 15}
+    samples = await db.fetchrow(
+        "SELECT sum(latency_count) AS latency, sum(ttft_count) AS ttft"
+        " FROM request_latency_hourly"
+    )
+    assert dict(samples) == {"latency": 3, "ttft": 3}
+
+
 async def test_records_are_written_in_batches_of_batch_size(
     db: asyncpg.Connection, make_recorder: RecorderFactory, version_id: int
 ) -> None:

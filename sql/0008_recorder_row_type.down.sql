@@ -1,0 +1,1 @@
+DROP TYPE abgate_request_record;
