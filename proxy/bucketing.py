@@ -13,6 +13,7 @@ running experiment. tests/proxy_unit pins known vectors.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
@@ -49,9 +50,20 @@ def choose_variant(snapshot: Snapshot, subject_kind: str, subject_value: str) ->
     route: no variants or a weight below 1 (the admin app forbids both; a
     corrupted row must not crash the proxy).
     """
-    weights = [variant.weight for variant in snapshot.variants]
     try:
-        index = bucket_index(snapshot.experiment_id, subject_kind, subject_value, weights)
+        index = _cached_index(
+            snapshot.experiment_id, subject_kind, subject_value, snapshot.weights
+        )
     except ValueError:
         raise Unavailable() from None
     return snapshot.variants[index]
+
+
+# A subject sends many requests: the hash is computed once per (experiment,
+# subject, weights), like the pseudonym. Every input of the result is in the
+# key, so a weight change or another experiment never reuses an entry.
+@functools.lru_cache(maxsize=16_384)
+def _cached_index(
+    experiment_id: str, subject_kind: str, subject_value: str, weights: tuple[int, ...]
+) -> int:
+    return bucket_index(experiment_id, subject_kind, subject_value, weights)

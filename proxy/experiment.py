@@ -249,7 +249,7 @@ class ExperimentHandler:
             return None
         if snapshot.status == "paused":
             raise ModelNotFound()
-        kinds = {v.upstream.api_kind for v in snapshot.variants if v.upstream is not None}
+        kinds = snapshot.api_kinds
         if kinds and api_kind not in kinds:
             raise UnsupportedApi()
         if data_collection_denied(payload):

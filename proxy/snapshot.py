@@ -8,7 +8,7 @@ chosen variant's key is decrypted, per request). ``version`` is the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from abgate.upstream import Upstream
@@ -37,7 +37,16 @@ class Snapshot:
     # When a scheduled version (effective_at in the future) becomes current, the
     # snapshot must be reloaded; None when no version is scheduled.
     valid_until: float | None = None
+    # Derived once, read per request.
+    weights: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    api_kinds: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", tuple(v.weight for v in self.variants))
+        kinds = frozenset(v.upstream.api_kind for v in self.variants if v.upstream is not None)
+        object.__setattr__(self, "api_kinds", kinds)
 
     @property
     def total_weight(self) -> int:
         return sum(v.weight for v in self.variants)
+

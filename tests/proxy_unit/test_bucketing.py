@@ -160,3 +160,11 @@ def test_snapshot_without_variants_is_unavailable() -> None:
 def test_snapshot_with_a_bad_weight_is_unavailable() -> None:
     with pytest.raises(Unavailable):
         choose_variant(snapshot(dataclasses.replace(CONTROL, weight=0)), "user", "u")
+
+
+def test_a_weight_change_applies_to_subjects_already_bucketed() -> None:
+    assignments(snapshot(CONTROL, TREATMENT))  # remembered under 1:3
+    changed = snapshot(CONTROL, dataclasses.replace(TREATMENT, weight=1))
+    for n in range(500):
+        index = bucket_index(EXPERIMENT, "user", f"u{n}", [1, 1])
+        assert choose_variant(changed, "user", f"u{n}") is changed.variants[index]
