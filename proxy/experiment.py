@@ -457,15 +457,18 @@ class ExperimentHandler:
         """
         content = upstream.content
         started = time.perf_counter()
-        deadline = asyncio.timeout(self._keepalive_s)
+        deadline: asyncio.Timeout | None = None
         try:
             data = content.read_nowait()
             if data or content.at_eof():
                 return data
+            # Built only to wait: asyncio.timeout() asks for the running loop,
+            # which on Python 3.11 is a getpid() system call.
+            deadline = asyncio.timeout(self._keepalive_s)
             async with deadline:
                 return await content.readany()
         except TimeoutError:
-            if deadline.expired():
+            if deadline is not None and deadline.expired():
                 raise _KeepAliveTimeout() from None
             raise UpstreamTimeout() from None
         except aiohttp.ClientError:
