@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["RequestRecord"]
+__all__ = ["RequestRecord", "new_usage_id"]
+
+_IDS_PER_READ = 256
+
+
+class _UsageIds:
+    """Random (version 4) UUIDs from one ``os.urandom`` call per 256 of them.
+
+    ``uuid.uuid4()`` makes a getrandom() system call per id, on the request
+    path. The pool is emptied in a forked child, so two processes never hand
+    out the same ids.
+    """
+
+    __slots__ = ("_at", "_pool")
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def __call__(self) -> uuid.UUID:
+        at = self._at
+        if at == len(self._pool):
+            self._pool, at = os.urandom(16 * _IDS_PER_READ), 0
+        self._at = at + 16
+        return uuid.UUID(bytes=self._pool[at : at + 16], version=4)
+
+    def forget(self) -> None:
+        self._pool, self._at = b"", 0
+
+
+new_usage_id = _UsageIds()
+os.register_at_fork(after_in_child=new_usage_id.forget)
 
 
 @dataclass(slots=True)
@@ -40,7 +72,7 @@ class RequestRecord:
     # Prompt evidence content for the prompt store (not persisted in these rows).
     prompt_body: bytes | None = field(default=None, repr=False)
     prompt_system: bytes | None = field(default=None, repr=False)
-    usage_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    usage_id: uuid.UUID = field(default_factory=new_usage_id)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict for the spool file (bytes fields are dropped)."""
