@@ -139,7 +139,9 @@ def cap_utf8(content: bytes, limit: int = MAX_CONTENT_BYTES) -> tuple[bytes, boo
 # -- the remainder encoding (sans-I/O) -------------------------------------------
 
 
-@dataclass(frozen=True)
+# Remainder and Split are built once per recorded request: slotted and not
+# frozen, because a frozen dataclass sets each field with object.__setattr__.
+@dataclass(slots=True)
 class Remainder:
     """A body minus its system prompt: ``rest`` plus where the cut pieces go.
 
@@ -166,7 +168,7 @@ class Remainder:
             "length": self.length,
             "truncated": self.truncated,
         }
-        return _MAGIC + orjson.dumps(header) + b"\n" + self.rest
+        return b"".join((_MAGIC, orjson.dumps(header), b"\n", self.rest))
 
     @classmethod
     def decode(cls, data: bytes) -> Remainder:
@@ -223,7 +225,7 @@ def _int(value: object) -> int:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Split:
     """The blobs of one request's evidence."""
 
@@ -318,19 +320,19 @@ def split(
             if found is not None:
                 layout, spans = way, tuple(found)
                 break
-    rest = bytearray()
+    kept = []
     cursor = 0
     for offset, length in spans:
-        rest += content[cursor:offset]
+        kept.append(content[cursor:offset])
         cursor = offset + length
-    rest += content[cursor:]
+    kept.append(content[cursor:])
     remainder = Remainder(
         system=system_sha if spans else None,
         layout=layout,
         spans=spans,
         length=len(content),
         truncated=truncated,
-        rest=bytes(rest),
+        rest=b"".join(kept),
     ).encode()
     return Split(remainder, sha256_hex(remainder), system_blob, system_sha)
 
