@@ -69,17 +69,18 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
         raise PayloadTooLarge()
     if not request.body_exists:
         return b""
-    parts: list[bytes] = []
-    size = 0
     content = request.content
-    while True:
-        chunk = await content.read(_READ_CHUNK)
-        if not chunk:
-            break
-        size += len(chunk)
+    body = await content.read(_READ_CHUNK)
+    if len(body) == announced:
+        return body  # the usual case: all of it in one read, nothing to join
+    parts = [body]
+    size = len(body)
+    while body:
         if size > limit:
             raise PayloadTooLarge()
-        parts.append(chunk)
+        body = await content.read(_READ_CHUNK)
+        size += len(body)
+        parts.append(body)
     return b"".join(parts)
 
 
