@@ -215,3 +215,27 @@ async def test_messages_pass_the_clients_anthropic_version_and_beta(
     sent_headers = mock.requests[0].headers
     assert sent_headers["anthropic-version"] == "2024-01-01"
     assert sent_headers["anthropic-beta"] == "tools-2024"
+
+
+async def test_a_body_arriving_in_pieces_with_a_content_length_is_read_whole(
+    start_proxy: Any,
+    proxy_settings: Settings,
+    seed_experiment: Any,
+    client: aiohttp.ClientSession,
+    mock: MockServer,
+) -> None:
+    proxy, _ = await _setup(start_proxy, proxy_settings, seed_experiment, "chat_completions")
+    raw = orjson.dumps(request_body("chat_completions", stream=False, pad="x" * 300_000))
+
+    async def pieces() -> Any:
+        for start in range(0, len(raw), 50_000):
+            yield raw[start : start + 50_000]
+
+    async with client.post(
+        proxy.url + PATHS["chat_completions"],
+        data=pieces(),
+        headers={**CLIENT_HEADERS, "Content-Length": str(len(raw))},
+    ) as response:
+        assert response.status == 200
+    (upstream_request,) = mock.requests
+    assert upstream_request.json()["pad"] == "x" * 300_000
