@@ -80,7 +80,7 @@ def _memory(quick: bool) -> Group:
 
 def _profile(quick: bool) -> Group:
     return Group("profile", "abgate under py-spy (not a measurement)",
-                 ("--chunks", "20"), 20, ("passthrough", "experiment"),
+                 ("--chunks", "20"), 20, ("bare", "passthrough", "experiment"),
                  (Combo(False, KB, 16), Combo(True, KB, 16), Combo(False, 200 * KB, 16)),
                  8.0 if quick else 20.0, 1.0, 1)
 
