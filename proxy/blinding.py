@@ -87,6 +87,27 @@ def _specific_host(base_url: str) -> list[str]:
     return [h for h in hosts if "." in h or ":" in h]
 
 
+_MIN_SHARED_PART = 4
+
+
+def _shared_part(forms: list[bytes]) -> bytes | None:
+    """The longest run of bytes in every one of ``forms`` (raw and escaped forms of
+    one text), so one scan finds any of them; None when shorter than 4 bytes.
+
+    Of equal-length runs the one with the most non-letters wins: a word such as
+    ``partner`` turns up in answers and would send them to the scrub for nothing.
+    """
+    if len(forms) == 1:
+        return forms[0]
+    shortest = min(forms, key=len)
+    for size in range(len(shortest), _MIN_SHARED_PART - 1, -1):
+        runs = [shortest[at : at + size] for at in range(len(shortest) - size + 1)]
+        shared = [run for run in runs if all(run in form for form in forms)]
+        if shared:
+            return max(shared, key=lambda run: sum(not chr(b).isalpha() for b in run))
+    return None
+
+
 class Blinder:
     """Rewrites bytes from one upstream so that only the public id shows."""
 
@@ -100,6 +121,7 @@ class Blinder:
         public_escaped = public_json[1:-1]
 
         needles: dict[bytes, bytes] = {}  # lowercased needle -> replacement
+        probes: set[bytes] = set()
         base = base_url.rstrip("/")
         for text, replacement in (
             (internal_id, public_escaped),
@@ -108,11 +130,14 @@ class Blinder:
         ):
             if not text or text.lower() == public_model_id.lower():
                 continue
-            for form in _json_forms(text):
-                needles.setdefault(form.lower(), replacement)
-        # Quick test before the scrub: a needle that contains another needle (the
-        # base URL contains the host) cannot occur without that one.
-        self._triggers = tuple(n for n in needles if not any(m != n and m in n for m in needles))
+            forms = [form.lower() for form in _json_forms(text)]
+            for form in forms:
+                needles.setdefault(form, replacement)
+            shared = _shared_part(forms)
+            probes.update([shared] if shared is not None else forms)
+        # Quick test before the scrub, one scan per probe: every needle contains
+        # a probe (the text's forms share one; the base URL contains the host's).
+        self._triggers = tuple(p for p in probes if not any(q != p and q in p for q in probes))
 
         protected = {form.lower() for form in _json_forms(public_model_id)}
         # Protected forms map to None: matched (so they are kept whole) but not replaced.

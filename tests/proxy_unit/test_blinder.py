@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.blinding import Blinder
+from proxy.blinding import Blinder, _shared_part
 
 PUBLIC = "partner/preview-foo"
 INTERNAL = "acme-ckpt-7"
@@ -275,3 +275,9 @@ def test_blinded_text_contains_no_internal_id_url_or_host(
     (public, internal, base_url), text = case
     out = Blinder(public, internal, base_url).blind(text.encode("utf-8", "surrogatepass"))
     assert leaks(out.decode("utf-8", "surrogatepass"), public, needles(internal, base_url)) == []
+
+
+def test_the_forms_of_one_text_share_one_probe_that_prefers_non_letters() -> None:
+    assert _shared_part([b"partner/ckpt-a", b"partner\\/ckpt-a"]) == b"/ckpt-a"
+    assert _shared_part([b"only-form"]) == b"only-form"
+    assert _shared_part([b"mod\xc3\xa8le", b"mod\\u00e8le"]) is None  # under 4 bytes shared
