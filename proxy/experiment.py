@@ -591,7 +591,9 @@ def _sent_view(plan: _Plan) -> dict[str, Any]:
     Mirrors prepare_upstream_body's removals and extra_body merge without
     re-parsing the bytes sent (messages and input can be neither removed nor set).
     """
-    removed = plan.upstream.remove_from_body
+    removed, extra = plan.upstream.remove_from_body, plan.upstream.extra_body
+    if not removed and not extra:
+        return plan.payload
     view = {k: v for k, v in plan.payload.items() if k not in removed}
-    view.update(plan.upstream.extra_body)
+    view.update(extra)
     return view

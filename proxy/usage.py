@@ -66,6 +66,8 @@ def _count(container: Any, key: str) -> int:
     if not isinstance(container, dict):
         return 0
     value: Any = container.get(key)
+    if type(value) is int:  # the usual case, checked first (type(), so never a bool)
+        return value if 0 <= value <= _MAX_TOKENS else 0
     return int(value) if _valid(value) else 0
 
 
