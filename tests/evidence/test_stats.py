@@ -230,3 +230,35 @@ async def test_the_trigger_maintained_rollup_equals_a_rebuild(
     after = {t: sorted(map(tuple, await db.fetch(f"SELECT * FROM {t}")))  # noqa: S608
              for t in tables}
     assert before == after
+
+
+async def test_rollups_of_batches_spanning_hours_equal_a_rebuild(
+    db: asyncpg.Connection, pool: asyncpg.Pool, spool_dir: Path
+) -> None:
+    await db.execute("SELECT abgate_ensure_request_partition($1)", HOUR)
+    setup = await experiment(db, weights=(1, 1))
+    a, b = setup.version_ids
+
+    def rec(version: int, user: str, hours: int, latency: int, ttft: int | None) -> object:
+        return record("chat_completions", body_for("chat_completions", "s", user), version,
+                      subject=("user", user), created_at=HOUR + timedelta(hours=hours),
+                      latency_ms=latency, ttft_ms=ttft, input_tokens=latency)
+
+    # Two batches; the second lands on rollup rows the first created (hour 0 and
+    # user u1 again), leaves an hour out for u1 (a multirange with a gap) and
+    # brings latencies that share buckets with the first batch's.
+    await write(pool, [rec(a, "u1", 0, 10, 2), rec(a, "u1", 2, 300, None),
+                       rec(b, "u2", 0, 5000, 40), rec(a, "u3", 1, 11, 2)], spool_dir)  # type: ignore[list-item]
+    await write(pool, [rec(a, "u1", 0, 10, 3), rec(a, "u1", 3, 301, None),
+                       rec(b, "u2", 1, 70_000, None)], spool_dir)  # type: ignore[list-item]
+    tables = ("request_stats_hourly", "request_latency_hourly", "request_subject_seen")
+    before = {t: sorted(map(tuple, await db.fetch(f"SELECT * FROM {t}")))  # noqa: S608
+              for t in tables}
+    await db.execute("SELECT abgate_rebuild_stats_rollup()")
+    after = {t: sorted(map(tuple, await db.fetch(f"SELECT * FROM {t}")))  # noqa: S608
+             for t in tables}
+    assert before == after
+    hours = await db.fetchval(
+        "SELECT hours::text FROM request_subject_seen WHERE subject_value = 'u1'")
+    first = int(HOUR.timestamp()) // 3600
+    assert hours == f"{{[{first},{first + 1}),[{first + 2},{first + 4})}}"

@@ -1,0 +1,81 @@
+-- Back to the rollup trigger of 0006.
+CREATE OR REPLACE FUNCTION abgate_request_rollup() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Locks first, in key order, before any rollup row is touched (no deadlocks).
+    PERFORM pg_advisory_xact_lock(k) FROM (
+        SELECT DISTINCT abgate_client_request_lock_key(client_request_id) AS k
+        FROM new_rows WHERE client_request_id IS NOT NULL ORDER BY 1) AS keys;
+
+    WITH fresh AS (
+        INSERT INTO request_client_request_seen AS c
+            (client_request_id, allocation_subject, subject_value, variant_version_id, first_hour)
+        SELECT client_request_id, allocation_subject, subject_value, variant_version_id,
+               min(date_trunc('hour', created_at, 'UTC'))
+        FROM new_rows WHERE client_request_id IS NOT NULL
+        GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+        ON CONFLICT DO NOTHING
+        RETURNING c.*
+    ), deltas AS (
+        SELECT n.variant_version_id, n.allocation_subject,
+               date_trunc('hour', n.created_at, 'UTC') AS hour,
+               1 AS requests, u.has_error::integer AS errors, u.input_tokens, u.output_tokens,
+               u.market_cost_microdollars AS cost, 0 AS crids, 0 AS up, 0 AS down
+        FROM new_rows n JOIN usage u ON u.id = n.usage_id
+        UNION ALL
+        SELECT f.variant_version_id, f.allocation_subject, f.first_hour, 0, 0, 0, 0, 0, 1,
+               (SELECT count(*) FROM feedback b WHERE b.rating = 1
+                  AND (b.client_request_id, b.allocation_subject, b.subject_value)
+                    = (f.client_request_id, f.allocation_subject, f.subject_value)),
+               (SELECT count(*) FROM feedback b WHERE b.rating = -1
+                  AND (b.client_request_id, b.allocation_subject, b.subject_value)
+                    = (f.client_request_id, f.allocation_subject, f.subject_value))
+        FROM fresh f
+    )
+    INSERT INTO request_stats_hourly AS s
+        (variant_version_id, allocation_subject, hour, requests, errors, input_tokens,
+         output_tokens, market_cost_microdollars, client_request_ids, feedback_up,
+         feedback_down)
+    SELECT variant_version_id, allocation_subject, hour, sum(requests), sum(errors),
+           sum(input_tokens), sum(output_tokens), sum(cost), sum(crids), sum(up), sum(down)
+    FROM deltas GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (variant_version_id, allocation_subject, hour) DO UPDATE SET
+        requests = s.requests + EXCLUDED.requests,
+        errors = s.errors + EXCLUDED.errors,
+        input_tokens = s.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = s.output_tokens + EXCLUDED.output_tokens,
+        market_cost_microdollars = s.market_cost_microdollars + EXCLUDED.market_cost_microdollars,
+        client_request_ids = s.client_request_ids + EXCLUDED.client_request_ids,
+        feedback_up = s.feedback_up + EXCLUDED.feedback_up,
+        feedback_down = s.feedback_down + EXCLUDED.feedback_down;
+
+    INSERT INTO request_latency_hourly AS h
+        (variant_version_id, allocation_subject, hour, bucket, latency_count, ttft_count)
+    SELECT variant_version_id, allocation_subject, hour, bucket, sum(lat), sum(ttft)
+    FROM (
+        SELECT n.variant_version_id, n.allocation_subject,
+               date_trunc('hour', n.created_at, 'UTC') AS hour,
+               abgate_stats_bucket(u.latency_ms) AS bucket, 1 AS lat, 0 AS ttft
+        FROM new_rows n JOIN usage u ON u.id = n.usage_id
+        UNION ALL
+        SELECT n.variant_version_id, n.allocation_subject,
+               date_trunc('hour', n.created_at, 'UTC'), abgate_stats_bucket(u.ttft_ms), 0, 1
+        FROM new_rows n JOIN usage u ON u.id = n.usage_id
+        WHERE u.ttft_ms IS NOT NULL
+    ) AS samples
+    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (variant_version_id, allocation_subject, hour, bucket) DO UPDATE SET
+        latency_count = h.latency_count + EXCLUDED.latency_count,
+        ttft_count = h.ttft_count + EXCLUDED.ttft_count;
+
+    INSERT INTO request_subject_seen AS p
+        (variant_version_id, allocation_subject, subject_value, hours)
+    SELECT variant_version_id, allocation_subject, subject_value,
+           range_agg(int4range(abgate_epoch_hour(created_at), abgate_epoch_hour(created_at) + 1))
+    FROM new_rows GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (variant_version_id, allocation_subject, subject_value) DO UPDATE
+        SET hours = p.hours + EXCLUDED.hours
+        WHERE NOT p.hours @> EXCLUDED.hours;
+    RETURN NULL;
+END;
+$$;
