@@ -217,19 +217,23 @@ async def test_stats_of_an_unknown_experiment_is_404(admin: TestClient) -> None:
     assert response.status == 404
 
 
+_ROLLUPS = ("request_stats_hourly", "request_latency_hourly", "request_subject_seen",
+            "request_client_request_seen")
+
+
+async def _rollups(db: asyncpg.Connection) -> dict[str, list[tuple[object, ...]]]:
+    return {t: sorted(map(tuple, await db.fetch(f"SELECT * FROM {t}")))  # noqa: S608
+            for t in _ROLLUPS}
+
+
 async def test_the_trigger_maintained_rollup_equals_a_rebuild(
     db: asyncpg.Connection, pool: asyncpg.Pool, spool_dir: Path
 ) -> None:
     await _dataset(db, pool, spool_dir)
     await db.execute("UPDATE feedback SET rating = -rating WHERE client_request_id = 'c5'")
-    tables = ("request_stats_hourly", "request_latency_hourly", "request_subject_seen",
-              "request_client_request_seen")
-    before = {t: sorted(map(tuple, await db.fetch(f"SELECT * FROM {t}")))  # noqa: S608
-              for t in tables}
+    maintained = await _rollups(db)
     await db.execute("SELECT abgate_rebuild_stats_rollup()")
-    after = {t: sorted(map(tuple, await db.fetch(f"SELECT * FROM {t}")))  # noqa: S608
-             for t in tables}
-    assert before == after
+    assert await _rollups(db) == maintained
 
 
 async def test_rollups_of_batches_spanning_hours_equal_a_rebuild(
@@ -251,13 +255,9 @@ async def test_rollups_of_batches_spanning_hours_equal_a_rebuild(
                        rec(b, "u2", 0, 5000, 40), rec(a, "u3", 1, 11, 2)], spool_dir)  # type: ignore[list-item]
     await write(pool, [rec(a, "u1", 0, 10, 3), rec(a, "u1", 3, 301, None),
                        rec(b, "u2", 1, 70_000, None)], spool_dir)  # type: ignore[list-item]
-    tables = ("request_stats_hourly", "request_latency_hourly", "request_subject_seen")
-    before = {t: sorted(map(tuple, await db.fetch(f"SELECT * FROM {t}")))  # noqa: S608
-              for t in tables}
+    maintained = await _rollups(db)
     await db.execute("SELECT abgate_rebuild_stats_rollup()")
-    after = {t: sorted(map(tuple, await db.fetch(f"SELECT * FROM {t}")))  # noqa: S608
-             for t in tables}
-    assert before == after
+    assert await _rollups(db) == maintained
     hours = await db.fetchval(
         "SELECT hours::text FROM request_subject_seen WHERE subject_value = 'u1'")
     first = int(HOUR.timestamp()) // 3600
