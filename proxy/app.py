@@ -33,6 +33,7 @@ from proxy import feedback, health, passthrough
 from proxy.config_store import ConfigStore
 from proxy.errors import PayloadTooLarge, ProxyError, Unavailable
 from proxy.experiment import CLIENT_CLOSED, ExperimentHandler, count_request, error_response
+from proxy.heap import HeapTrimmer
 from proxy.identity import IdentityResolver
 from proxy.metrics import IN_FLIGHT
 from proxy.recorder import Recorder
@@ -221,6 +222,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[_safety_net])
     app[PROXY] = runtime
     app.cleanup_ctx.append(_resources(settings, runtime))
+    app.cleanup_ctx.append(_heap_trimming)
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         state = runtime.state
@@ -253,6 +255,16 @@ def create_runner(settings: Settings) -> web.AppRunner:
         # In-flight requests get this long on shutdown; 0 would mean "forever" to aiohttp.
         shutdown_timeout=max(settings.drain_s, 0.001),
     )
+
+
+async def _heap_trimming(app: web.Application) -> AsyncIterator[None]:
+    """Freed memory goes back to the system every few seconds (see proxy.heap)."""
+    task = asyncio.create_task(HeapTrimmer().run(), name="abgate-heap-trim")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _resources(

@@ -268,3 +268,15 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_the_heap_is_trimmed_while_the_proxy_runs_and_not_after(
+    start_proxy: Any, proxy_settings: Settings
+) -> None:
+    def trimming() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t.get_name() == "abgate-heap-trim"]
+
+    proxy = await start_proxy(proxy_settings)
+    assert len(trimming()) == 1
+    await proxy.close()
+    assert trimming() == []
