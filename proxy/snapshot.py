@@ -48,5 +48,5 @@ class Snapshot:
 
     @property
     def total_weight(self) -> int:
-        return sum(v.weight for v in self.variants)
+        return sum(self.weights)
 
