@@ -37,7 +37,8 @@ HOP_BY_HOP: frozenset[str] = frozenset(
 # for the gateway by the client library; Expect is answered by our own server
 # (aiohttp sends "100 Continue" when the body is read), so repeating it would
 # make the gateway wait for a second handshake.
-_REQUEST_ONLY_DROP: frozenset[str] = frozenset({"host", "expect"})
+_REQUEST_DROP: frozenset[str] = HOP_BY_HOP | {"host", "expect"}
+_REQUEST_DROP_LENGTH: frozenset[str] = _REQUEST_DROP | {"content-length"}
 
 #: Upstream response headers an experimented response may carry.
 EXPERIMENT_RESPONSE_HEADERS: frozenset[str] = frozenset(
@@ -46,17 +47,14 @@ EXPERIMENT_RESPONSE_HEADERS: frozenset[str] = frozenset(
 _EXPERIMENT_RESPONSE_ORDER = tuple(sorted(EXPERIMENT_RESPONSE_HEADERS))
 
 
-def _connection_named(headers: MultiMapping[str]) -> set[str]:
-    """Header names listed in ``Connection`` (they are hop-by-hop too)."""
-    named: set[str] = set()
-    for value in headers.getall("connection", ()):
-        named.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return named
-
-
-def _is_hop_by_hop(name: str, named: set[str]) -> bool:
-    lowered = name.lower()
-    return lowered in HOP_BY_HOP or lowered.startswith("proxy-") or lowered in named
+def _dropped(headers: MultiMapping[str], always: frozenset[str]) -> frozenset[str]:
+    """``always`` plus the header names listed in ``Connection`` (hop-by-hop too)."""
+    listed = headers.getall("connection", ())
+    if not listed:
+        return always
+    named = {token.strip().lower() for value in listed for token in value.split(",")}
+    named.discard("")
+    return always | named
 
 
 def forward_request_headers(
@@ -68,14 +66,12 @@ def forward_request_headers(
     does. ``Content-Length`` is kept only when the body is forwarded with the
     same length it was announced with (streamed as received).
     """
-    named = _connection_named(headers)
+    dropped = _dropped(headers, _REQUEST_DROP if keep_content_length else _REQUEST_DROP_LENGTH)
     out: CIMultiDict[str] = CIMultiDict()
     forwarded_for: list[str] = []
     for name, value in headers.items():
         lowered = name.lower()
-        if _is_hop_by_hop(lowered, named) or lowered in _REQUEST_ONLY_DROP:
-            continue
-        if lowered == "content-length" and not keep_content_length:
+        if lowered in dropped or lowered.startswith("proxy-"):
             continue
         if lowered == "x-forwarded-for":
             forwarded_for.append(value)
@@ -94,13 +90,11 @@ def forward_response_headers(headers: MultiMapping[str]) -> CIMultiDict[str]:
     Content-Length stays: the body is relayed unchanged (never decompressed),
     and aiohttp's server keeps it for HEAD and 304 answers without a body.
     """
-    named = _connection_named(headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if _is_hop_by_hop(name, named):
-            continue
-        out.add(name, value)
-    return out
+    dropped = _dropped(headers, HOP_BY_HOP)
+    return CIMultiDict([
+        (name, value) for name, value in headers.items()
+        if (lowered := name.lower()) not in dropped and not lowered.startswith("proxy-")
+    ])
 
 
 def experiment_response_headers(
