@@ -35,7 +35,7 @@ from proxy.errors import PayloadTooLarge, ProxyError, Unavailable
 from proxy.experiment import CLIENT_CLOSED, ExperimentHandler, count_request, error_response
 from proxy.heap import HeapTrimmer
 from proxy.identity import IdentityResolver
-from proxy.metrics import IN_FLIGHT
+from proxy.metrics import FLUSH_INTERVAL_S, PER_REQUEST
 from proxy.recorder import Recorder
 from proxy.routing import MemberIndex, candidate_api_kind
 from proxy.spool import Spool
@@ -100,7 +100,7 @@ class ProxyHandler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         api_kind = candidate_api_kind(request.method, request.path)
         timer = UpstreamTimer()
-        IN_FLIGHT.inc()
+        PER_REQUEST.in_flight += 1
         try:
             if api_kind is None:
                 return await self._passthrough(request, None, timer)
@@ -110,7 +110,7 @@ class ProxyHandler:
                 count_request(api_kind, "", "", exc.status, timer)
                 return error_response(exc)
         finally:
-            IN_FLIGHT.dec()
+            PER_REQUEST.in_flight -= 1
 
     async def _candidate(
         self, request: web.Request, api_kind: str, timer: UpstreamTimer
@@ -223,6 +223,7 @@ def create_app(settings: Settings) -> web.Application:
     app[PROXY] = runtime
     app.cleanup_ctx.append(_resources(settings, runtime))
     app.cleanup_ctx.append(_heap_trimming)
+    app.cleanup_ctx.append(_metrics_flushing)
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         state = runtime.state
@@ -265,6 +266,23 @@ async def _heap_trimming(app: web.Application) -> AsyncIterator[None]:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def _metrics_flushing(app: web.Application) -> AsyncIterator[None]:
+    """Per-request metrics reach prometheus_client every second and at shutdown."""
+
+    async def flush_now_and_then() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            PER_REQUEST.flush()
+
+    task = asyncio.create_task(flush_now_and_then(), name="abgate-metrics-flush")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        PER_REQUEST.flush()
 
 
 def _resources(

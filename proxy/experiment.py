@@ -48,7 +48,14 @@ from proxy.errors import (
 from proxy.evidence import capped, hash_request, system_prompt
 from proxy.headers import experiment_response_headers
 from proxy.identity import IdentityResolver, InvalidToken, Subject
-from proxy.metrics import OVERHEAD, REQUEST_DURATION, REQUESTS, TOKENS, UPSTREAM_TTFT
+from proxy.metrics import (
+    OVERHEAD,
+    PER_REQUEST,
+    REQUEST_DURATION,
+    REQUESTS,
+    TOKENS,
+    UPSTREAM_TTFT,
+)
 from proxy.recorder import Recorder
 from proxy.records import RequestRecord
 from proxy.snapshot import VariantRoute
@@ -96,13 +103,15 @@ def count_request(
     route: str, public_model_id: str, variant: str, status: int, timer: UpstreamTimer
 ) -> None:
     """Per-request metrics shared by every route."""
-    _requests(route, public_model_id, variant, status).inc()
-    _duration(route).observe(timer.elapsed())
-    _overhead(route).observe(timer.overhead())
+    elapsed = timer.elapsed()
+    PER_REQUEST.inc(_requests(route, public_model_id, variant, status))
+    PER_REQUEST.observe(_duration(route), elapsed)
+    PER_REQUEST.observe(_overhead(route), max(0.0, elapsed - timer.upstream_wait))
 
 
 # labels() takes a lock and builds a tuple on every call; the children it
-# returns live as long as the metric, so caching them changes nothing else.
+# returns live as long as the metric, so caching them changes nothing else
+# (and they are the keys PER_REQUEST gathers under).
 @functools.lru_cache(maxsize=4096)
 def _requests(route: str, public_model_id: str, variant: str, status: int) -> Counter:
     return REQUESTS.labels(route, public_model_id, variant, str(status))
@@ -489,7 +498,7 @@ class ExperimentHandler:
         label = plan.variant.label
         count_request(plan.api_kind, plan.public_model_id, label, outcome.status, timer)
         if outcome.ttft_s is not None:
-            _ttft(plan.public_model_id, label).observe(outcome.ttft_s)
+            PER_REQUEST.observe(_ttft(plan.public_model_id, label), outcome.ttft_s)
         usage = outcome.usage
         for kind, tokens in (
             ("input", usage.input_tokens),
@@ -498,7 +507,7 @@ class ExperimentHandler:
             ("cache_write", usage.cache_write_tokens),
         ):
             if tokens:
-                _tokens(plan.public_model_id, label, kind).inc(tokens)
+                PER_REQUEST.inc(_tokens(plan.public_model_id, label, kind), tokens)
         try:
             self._recorder.record(self._record(request, plan, outcome, started_at, timer))
         except Exception:  # a lost row must never turn into a failed response

@@ -17,6 +17,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from proxy.metrics import PER_REQUEST
+
 __all__ = ["healthz", "metrics", "metrics_text", "readyz_handler"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,6 +54,7 @@ def metrics_text() -> bytes:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    PER_REQUEST.flush()  # on the loop, where requests add to it: this process is exact
     # Multiprocess collection reads one file per worker and metric: keep it off the loop.
     body = await asyncio.to_thread(metrics_text)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -9,6 +9,7 @@ import re
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -57,7 +58,7 @@ def _env(settings: Settings, mock: MockServer, tmp_path: Path) -> dict[str, str]
 
 
 async def test_two_workers_serve_one_port_aggregate_metrics_and_stop_cleanly_on_sigterm(
-    settings: Settings, mock: MockServer, tmp_path: Path
+    settings: Settings, mock: MockServer, tmp_path: Path, eventually: Any
 ) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -91,12 +92,18 @@ async def test_two_workers_serve_one_port_aggregate_metrics_and_stop_cleanly_on_
         counter_files = list((tmp_path / "metrics").glob("counter_*.db"))
         assert len({path.stem.split("_")[1] for path in counter_files}) == 2  # both served
 
-        async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
-            text = (await response.read()).decode()
         passthrough = (
             'abgate_requests_total{code="200",public_model_id="",route="passthrough",variant=""}'
         )
-        assert f"{passthrough} {float(requests)}" in text
+
+        async def all_counted() -> bool:
+            # The worker that answers the scrape is exact; the other one's
+            # per-request counts reach the shared files within a second.
+            async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as r:
+                text = (await r.read()).decode()
+            return f"{passthrough} {float(requests)}" in text
+
+        await eventually(all_counted, timeout=10)
 
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=20) == 0
