@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from asyncpg.pgproto.pgproto import UUID as FastUUID
+
 __all__ = ["RequestRecord", "new_usage_id"]
 
 _IDS_PER_READ = 256
@@ -17,8 +19,10 @@ class _UsageIds:
     """Random (version 4) UUIDs from one ``os.urandom`` call per 256 of them.
 
     ``uuid.uuid4()`` makes a getrandom() system call per id, on the request
-    path. The pool is emptied in a forked child, so two processes never hand
-    out the same ids.
+    path, and ``uuid.UUID`` is built in Python (~0.9 µs); asyncpg's C UUID,
+    a ``uuid.UUID`` subclass it encodes without conversion, takes 0.07 µs.
+    The version and variant bits are set for the whole pool at once. The pool
+    is emptied in a forked child, so two processes never hand out the same ids.
     """
 
     __slots__ = ("_at", "_pool")
@@ -30,12 +34,21 @@ class _UsageIds:
     def __call__(self) -> uuid.UUID:
         at = self._at
         if at == len(self._pool):
-            self._pool, at = os.urandom(16 * _IDS_PER_READ), 0
+            self._pool, at = _random_v4_bytes(_IDS_PER_READ), 0
         self._at = at + 16
-        return uuid.UUID(bytes=self._pool[at : at + 16], version=4)
+        return FastUUID(self._pool[at : at + 16])
 
     def forget(self) -> None:
         self._pool, self._at = b"", 0
+
+
+def _random_v4_bytes(count: int) -> bytes:
+    """``count`` random UUIDs' bytes with RFC 4122 version 4 and variant bits set."""
+    pool = bytearray(os.urandom(16 * count))
+    for at in range(0, len(pool), 16):
+        pool[at + 6] = (pool[at + 6] & 0x0F) | 0x40  # version 4
+        pool[at + 8] = (pool[at + 8] & 0x3F) | 0x80  # variant RFC 4122
+    return bytes(pool)
 
 
 new_usage_id = _UsageIds()

@@ -9,9 +9,11 @@ from proxy.records import new_usage_id
 
 
 def test_usage_ids_are_version_4_uuids() -> None:
-    usage_id = new_usage_id()
-    assert isinstance(usage_id, uuid.UUID)
-    assert (usage_id.version, usage_id.variant) == (4, uuid.RFC_4122)
+    for _ in range(600):  # more than two pools: every slot of a pool is marked
+        usage_id = new_usage_id()
+        assert isinstance(usage_id, uuid.UUID)
+        assert (usage_id.version, usage_id.variant) == (4, uuid.RFC_4122)
+        assert uuid.UUID(str(usage_id)) == usage_id
 
 
 def test_usage_ids_do_not_repeat_across_many_pool_refills() -> None:
