@@ -106,7 +106,7 @@ def count_request(
     elapsed = timer.elapsed()
     PER_REQUEST.inc(_requests(route, public_model_id, variant, status))
     PER_REQUEST.observe(_duration(route), elapsed)
-    PER_REQUEST.observe(_overhead(route), max(0.0, elapsed - timer.upstream_wait))
+    PER_REQUEST.observe(_overhead(route), timer.overhead(elapsed))
 
 
 # labels() takes a lock and builds a tuple on every call; the children it

@@ -125,5 +125,6 @@ class UpstreamTimer:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def overhead(self) -> float:
-        return max(0.0, self.elapsed() - self.upstream_wait)
+    def overhead(self, elapsed: float) -> float:
+        """The proxy's own share of ``elapsed`` (one clock read serves both metrics)."""
+        return max(0.0, elapsed - self.upstream_wait)
