@@ -36,7 +36,7 @@ log = logging.getLogger("abgate.evidence")
 _PLAN_CHUNK = 32
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per row: not frozen (see prompt_store.Remainder)
 class RowEvidence:
     """The columns of one request's rows that the recorder takes from here."""
 

@@ -583,7 +583,7 @@ class CapturedRequest(Protocol):
     prompt_system: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per row: not frozen, like Remainder
 class Captured:
     """The evidence columns of one request row, as it is to be inserted."""
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,8 @@ from proxy.metrics import REQUESTS
 __all__ = ["MAX_BODY_BYTES", "Feedback", "add_routes", "parse_feedback"]
 
 log = logging.getLogger("abgate.proxy.feedback")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_CLIENT_REQUEST_ID = 500
@@ -114,7 +116,7 @@ def _error(exc: ProxyError) -> web.Response:
     return web.Response(status=exc.status, body=exc.body(), content_type="application/json")
 
 
-def _handler(resources: _Resources) -> Callable[[web.Request], Any]:
+def _handler(resources: _Resources) -> Handler:
     async def post_feedback(request: web.Request) -> web.Response:
         if resources.pool is None or resources.identity is None:
             return _error(Unavailable())
@@ -153,8 +155,16 @@ async def _store(pool: asyncpg.Pool, feedback: Feedback, subject: Subject) -> No
         raise Unavailable() from None
 
 
-def add_routes(app: web.Application, settings: Settings) -> None:
-    """Register ``POST /v1/feedback`` (before the proxy's catch-all route)."""
+def add_routes(
+    app: web.Application,
+    settings: Settings,
+    *,
+    guard: Callable[[Handler], Handler] = lambda handler: handler,
+) -> None:
+    """Register ``POST /v1/feedback`` (before the proxy's catch-all route).
+
+    ``guard`` wraps the handler, as the app wraps each of its routes.
+    """
     resources = _Resources()
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
@@ -169,4 +179,4 @@ def add_routes(app: web.Application, settings: Settings) -> None:
             await close_pool(pool)
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_post("/v1/feedback", _handler(resources))
+    app.router.add_post("/v1/feedback", guard(_handler(resources)))

@@ -56,7 +56,7 @@ def candidate_api_kind(method: str, path: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen (see proxy.identity.Subject)
 class CandidateBody:
     """A body that names a member id in ``model``: the experiment path takes it."""
 
