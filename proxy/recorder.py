@@ -84,6 +84,9 @@ _BATCH_SIZE = 1000
 # A batch also ends at this much prompt content (200 KB bodies: ~80 records),
 # so the content in hand stays far below the queue's budget (max_prompt_bytes).
 _BATCH_PROMPT_BYTES = 16 * 1024 * 1024
+# asyncpg encodes a statement's arguments in one go while requests wait: a
+# 1,000-row batch stalled the event loop ~4 ms (c1 p99 +3.8 ms in the bench).
+_ROWS_PER_STATEMENT = 100
 _BACKOFF_BASE_S = 0.1
 _BACKOFF_CAP_S = 5.0
 _ADOPT_EVERY_S = 30.0
@@ -184,9 +187,10 @@ async def _write_batch(
         return []
     async with conn.transaction():
         columns = await _evidence_columns(conn, batch, evidence, prepared)
-        await conn.execute(
-            _INSERT_SQL, [_row(r, e) for r, e in zip(batch, columns, strict=True)]
-        )
+        for start in range(0, len(batch), _ROWS_PER_STATEMENT):
+            end = start + _ROWS_PER_STATEMENT
+            rows = [_row(r, e) for r, e in zip(batch[start:end], columns[start:end], strict=True)]
+            await conn.execute(_INSERT_SQL, rows)
     return columns
 
 

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from abgate.evidence_sink import BatchEvidence, RowEvidence, batch_evidence
-from proxy.recorder import Recorder
+from proxy.recorder import _ROWS_PER_STATEMENT, Recorder
 from proxy.records import RequestRecord
 from proxy.spool import Spool
 
@@ -229,6 +229,24 @@ async def test_records_are_written_in_batches_of_batch_size(
     await eventually(lambda: _count_is(db, 25), 3.0, "all batches")
     assert batches == [10, 10, 5]
     assert metrics.delta() == {("written",): 25}
+
+
+async def test_a_batch_longer_than_one_insert_statement_is_written_whole_with_its_rollups(
+    db: asyncpg.Connection, make_recorder: RecorderFactory, version_id: int
+) -> None:
+    recorder = await make_recorder(batch_size=1000, flush_interval_s=0.05)
+    evidence = _Watched(batch_evidence("off"))
+    recorder.evidence = evidence
+    count = _ROWS_PER_STATEMENT * 2 + 7
+    for n in range(count):
+        recorder.record(make_record(version_id, n))
+    await eventually(lambda: _count_is(db, count), 5.0, "the whole batch")
+    assert evidence.batches == [count]  # one batch, one transaction, several statements
+    counted = await db.fetchval(
+        "SELECT sum(requests) FROM request_stats_hourly WHERE variant_version_id = $1",
+        version_id,
+    )
+    assert counted == count
 
 
 async def test_a_batch_ends_at_its_prompt_content_limit_without_waiting_for_the_interval(
