@@ -61,7 +61,7 @@ async def _seed(pool: asyncpg.Pool, rows: int, spool: Path) -> uuid.UUID:
             {"role": "system", "content": SYSTEM}, {"role": "user", "content": f"{i} {USER}"}]}
         sent = orjson.dumps(body)
         system = system_prompt("chat_completions", body)
-        body_sha, system_sha, truncated = hash_request(sent, system)
+        body_sha, system_sha, truncated, _ = hash_request(sent, system)
         recorder.record(RequestRecord(
             created_at=datetime.now(UTC), request_kind="chat_completions",
             upstream_model="ckpt-a", status_code=200, variant_version_id=version_id,

@@ -64,18 +64,24 @@ class PrefixDigests:
         return self._held
 
     def hexdigest(self, data: bytes) -> str:
+        return self.digest(data)[0]
+
+    def digest(self, data: bytes) -> tuple[str, bytes]:
+        """``(hexdigest, same)``: ``same == data``, and is the remembered copy when these
+        very bytes were seen before, so that holders of a repeated body (records
+        waiting for the recorder) keep one copy of it, not one each."""
         if len(data) < self._min_size or len(data) > self._max_bytes:
-            return hashlib.sha256(data).hexdigest()
+            return hashlib.sha256(data).hexdigest(), data
         key = data[:_KEY_BYTES]
         seen = self._seen.get(key)
         if seen is not None and len(seen.data) == len(data) and data == seen.data:
             self._seen.move_to_end(key)  # the same bytes again (a repeated system prompt)
-            return seen.hexdigest
+            return seen.hexdigest, seen.data
         shared = self._shared_checkpoints(seen, data) if seen is not None else 0
         states = seen.states[:shared] if seen is not None else []
         hexdigest = self._hash_from(data, states)
         self._remember(key, _Seen(data, states, hexdigest))
-        return hexdigest
+        return hexdigest, data
 
     def _shared_checkpoints(self, seen: _Seen, data: bytes) -> int:
         """How many of ``seen``'s checkpoints ``data`` starts with (compared, not assumed)."""

@@ -12,13 +12,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from abgate.prompt_store import sha256_hex
 
-__all__ = ["ABSENT", "MAX_EVIDENCE_BYTES", "capped", "hash_request", "system_prompt"]
+__all__ = [
+    "ABSENT", "MAX_EVIDENCE_BYTES", "RequestHashes", "capped", "hash_request", "system_prompt",
+]
 
 MAX_EVIDENCE_BYTES = 4 * 1024 * 1024
 ABSENT = "__absent__"
@@ -44,17 +46,34 @@ def system_prompt(api_kind: str, body: dict[str, Any]) -> bytes | None:
     return None if value is None else orjson.dumps(value)
 
 
-def hash_request(
-    sent: bytes, system: bytes | None, *, digest: Callable[[bytes], str] = sha256_hex
-) -> tuple[str, str, bool]:
-    """``(request_body_sha256, system_prompt_sha256 or "__absent__", was_truncated)``.
+class RequestHashes(NamedTuple):
+    request_body_sha256: str
+    system_prompt_sha256: str  # or "__absent__"
+    was_truncated: bool
+    system: bytes | None  # equal to the system prompt hashed; maybe a copy held already
 
-    ``digest`` is a SHA-256 hex function: the proxy passes
-    :meth:`proxy.digests.PrefixDigests.hexdigest`, which reuses shared prefixes.
+
+def _plain(data: bytes) -> tuple[str, bytes]:
+    return sha256_hex(data), data
+
+
+def hash_request(
+    sent: bytes,
+    system: bytes | None,
+    *,
+    digest: Callable[[bytes], tuple[str, bytes]] = _plain,
+) -> RequestHashes:
+    """The evidence hashes of a request that sent ``sent`` with system prompt ``system``.
+
+    ``digest`` returns a SHA-256 hex digest and bytes equal to its input: the
+    proxy passes :meth:`proxy.digests.PrefixDigests.digest`, which reuses shared
+    prefixes and hands back the copy of a repeated system prompt it already holds.
     """
-    body_hash = digest(sent)
-    system_hash = digest(system) if system is not None else ABSENT
-    return body_hash, system_hash, len(sent) > MAX_EVIDENCE_BYTES
+    body_hash, _ = digest(sent)
+    if system is None:
+        return RequestHashes(body_hash, ABSENT, len(sent) > MAX_EVIDENCE_BYTES, None)
+    system_hash, system = digest(system)
+    return RequestHashes(body_hash, system_hash, len(sent) > MAX_EVIDENCE_BYTES, system)
 
 
 def capped(content: bytes, limit: int = MAX_EVIDENCE_BYTES) -> tuple[bytes, bool]:

@@ -522,8 +522,9 @@ class ExperimentHandler:
         timer: UpstreamTimer,
     ) -> RequestRecord:
         sent = plan.prepared.body
-        system = system_prompt(plan.api_kind, _sent_view(plan))
-        body_sha, system_sha, truncated = hash_request(sent, system, digest=self._digests.hexdigest)
+        hashes = hash_request(
+            sent, system_prompt(plan.api_kind, _sent_view(plan)), digest=self._digests.digest
+        )
         usage = outcome.usage
         return RequestRecord(
             created_at=started_at,
@@ -544,11 +545,11 @@ class ExperimentHandler:
             allocation_subject=plan.subject.kind,
             subject_value=plan.subject.value,
             client_request_id=self._client_request_id(request),
-            system_prompt_sha256=system_sha,
-            request_body_sha256=body_sha,
-            was_truncated=truncated,
+            system_prompt_sha256=hashes.system_prompt_sha256,
+            request_body_sha256=hashes.request_body_sha256,
+            was_truncated=hashes.was_truncated,
             prompt_body=capped(sent)[0],
-            prompt_system=system,
+            prompt_system=hashes.system,
         )
 
     def _client_request_id(self, request: web.Request) -> str | None:

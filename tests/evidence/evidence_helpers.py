@@ -94,7 +94,7 @@ def record(
     """A record exactly as proxy/experiment.py builds it for ``body`` sent upstream."""
     sent = body if isinstance(body, bytes) else orjson.dumps(body)
     system = system_prompt(kind, orjson.loads(sent))
-    body_sha, system_sha, truncated = hash_request(sent, system)
+    body_sha, system_sha, truncated, _ = hash_request(sent, system)
     kind_of_subject, value = subject
     return RequestRecord(
         created_at=created_at or datetime.now(UTC),

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.digests import PrefixDigests
 from proxy.evidence import MAX_EVIDENCE_BYTES, capped, hash_request, system_prompt
 
 
@@ -65,7 +66,16 @@ def test_hash_request_hashes_the_exact_bytes() -> None:
         hashlib.sha256(sent).hexdigest(),
         hashlib.sha256(system).hexdigest(),
         False,
+        system,
     )
+
+
+def test_hash_request_hands_back_the_system_prompt_its_digest_returns() -> None:
+    held = b'"be brief"'
+    digests = PrefixDigests(min_size=0)
+    hash_request(b"{}", held, digest=digests.digest)
+    again = hash_request(b"{}", bytes(bytearray(held)), digest=digests.digest)
+    assert again.system is held
 
 
 def test_hash_request_marks_an_absent_system_prompt() -> None:
@@ -79,7 +89,7 @@ def test_empty_system_prompt_is_hashed_not_absent() -> None:
 def test_bodies_over_four_mebibytes_are_flagged_truncated() -> None:
     assert hash_request(b"x" * MAX_EVIDENCE_BYTES, None)[2] is False
     over = b"x" * (MAX_EVIDENCE_BYTES + 1)
-    body_hash, _, truncated = hash_request(over, None)
+    body_hash, _, truncated, _ = hash_request(over, None)
     assert truncated is True
     assert body_hash == hashlib.sha256(over).hexdigest()
 

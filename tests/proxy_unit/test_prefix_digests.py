@@ -26,6 +26,21 @@ def test_a_body_below_the_minimum_size_is_hashed_directly_and_not_remembered() -
     assert digests.held_bytes == 0
 
 
+def test_a_repeated_body_is_handed_back_as_the_copy_already_held() -> None:
+    digests = _small()
+    first = b"the same long system prompt" * 4
+    assert digests.digest(first) == (_sha(first), first)
+    _, same = digests.digest(bytes(bytearray(first)))
+    assert same is first
+
+
+def test_a_new_body_is_handed_back_as_given() -> None:
+    digests = _small()
+    digests.digest(b"a" * 40)
+    body = b"a" * 39 + b"b"
+    assert digests.digest(body)[1] is body
+
+
 def test_a_repeated_body_gives_the_same_digest() -> None:
     digests = _small()
     body = b"a long system prompt, then a question"
