@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from abgate.config import Settings
 from abgate.crypto import KeyRing
@@ -195,9 +196,6 @@ class ProxyRuntime:
 
 
 PROXY = web.AppKey("abgate_proxy", ProxyRuntime)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _guarded(handler: Handler) -> Handler:

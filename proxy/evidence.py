@@ -70,10 +70,11 @@ def hash_request(
     prefixes and hands back the copy of a repeated system prompt it already holds.
     """
     body_hash, _ = digest(sent)
+    truncated = len(sent) > MAX_EVIDENCE_BYTES
     if system is None:
-        return RequestHashes(body_hash, ABSENT, len(sent) > MAX_EVIDENCE_BYTES, None)
+        return RequestHashes(body_hash, ABSENT, truncated, None)
     system_hash, system = digest(system)
-    return RequestHashes(body_hash, system_hash, len(sent) > MAX_EVIDENCE_BYTES, system)
+    return RequestHashes(body_hash, system_hash, truncated, system)
 
 
 def capped(content: bytes, limit: int = MAX_EVIDENCE_BYTES) -> tuple[bytes, bool]:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from abgate.config import Settings
 from abgate.db import close_pool, create_pool
@@ -32,8 +33,6 @@ from proxy.metrics import REQUESTS
 __all__ = ["MAX_BODY_BYTES", "Feedback", "add_routes", "parse_feedback"]
 
 log = logging.getLogger("abgate.proxy.feedback")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_CLIENT_REQUEST_ID = 500

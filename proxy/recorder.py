@@ -84,8 +84,8 @@ _BATCH_SIZE = 1000
 # A batch also ends at this much prompt content (200 KB bodies: ~80 records),
 # so the content in hand stays far below the queue's budget (max_prompt_bytes).
 _BATCH_PROMPT_BYTES = 16 * 1024 * 1024
-# asyncpg encodes a statement's arguments in one go while requests wait: a
-# 1,000-row batch stalled the event loop ~4 ms (c1 p99 +3.8 ms in the bench).
+# asyncpg encodes a statement's arguments in one go while requests wait: one
+# INSERT of 500 rows stalled the event loop 1.9-3.8 ms, slices of 100 0.7-1.3 ms.
 _ROWS_PER_STATEMENT = 100
 _BACKOFF_BASE_S = 0.1
 _BACKOFF_CAP_S = 5.0
