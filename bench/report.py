@@ -142,6 +142,13 @@ def _worst(rows: Sequence[Row], field: str) -> tuple[float | None, str]:
     return value, f"worst: {combo}"
 
 
+def _growth(rows: Sequence[Row], big: Row) -> float | None:
+    """CPU per request of ``big`` over the same target's 1 KB run at the same concurrency."""
+    small = _find(rows, big["group"], big["target"], stream=big["stream"], body_bytes=1024,
+                  concurrency=big["concurrency"])
+    return _ratio(big["cpu_us_per_request"], small[0]["cpu_us_per_request"]) if small else None
+
+
 def _check_worst(name: str, rows: Sequence[Row], field: str, limit: float, unit: str) -> Row:
     value, where = _worst(rows, field)
     return _check(name, value, limit, unit, where=where)
@@ -177,11 +184,13 @@ def evaluate_targets(rows: Sequence[Row]) -> list[Row]:
                                    "added_gap_p50_vs_bare_us", 100, " us"))
     worst_growth: tuple[float | None, str] = (None, "")
     for big in [r for r in fast_exp if r["body_bytes"] > 1024]:
-        small = _find(rows, "fast", "experiment", stream=big["stream"], body_bytes=1024,
-                      concurrency=big["concurrency"])
-        value = _ratio(big["cpu_us_per_request"], small[0]["cpu_us_per_request"]) if small else None
+        value = _growth(rows, big)
         if value is not None and (worst_growth[0] is None or value > worst_growth[0]):
-            worst_growth = (value, f"worst: {big['combo']}")
+            # The bare proxy's own growth, same combos: the cost of moving the bytes.
+            bare = _find(rows, "fast", "bare", combo=big["combo"])
+            bare_growth = _growth(rows, bare[0]) if bare else None
+            context = "" if bare_growth is None else f"; bare proxy: {bare_growth:.2f}x"
+            worst_growth = (value, f"worst: {big['combo']}{context}")
     checks.append(_check("4. experiment CPU/request 200KB vs 1KB", worst_growth[0], 2.0, "x",
                          where=worst_growth[1]))
     checks.extend(_litellm_checks(rows))

@@ -104,3 +104,24 @@ def test_markdown_has_the_machine_a_row_per_target_and_the_verdicts() -> None:
     assert [line.split(" | ")[1] for line in table] == ["direct", "bare", "experiment"]
     assert "| 10/10 |" in table[2]
     assert "| 7. experiment requests without their row | 0.00 | <= 0 | PASS |" in text
+
+
+def test_body_growth_names_the_bare_proxys_own_growth_beside_the_experiments() -> None:
+    checks = {c["target"]: c for c in evaluate_targets(aggregate([
+        _run("bare", cpu=100), _run("experiment", cpu=150),
+        _run("bare", cpu=250, combo="json-200KB-c16", body=200 * 1024),
+        _run("experiment", cpu=330, combo="json-200KB-c16", body=200 * 1024),
+    ]))}
+    growth = checks["4. experiment CPU/request 200KB vs 1KB"]
+    assert growth["measured"] == 2.2 and growth["verdict"] == "FAIL"
+    assert growth["where"] == "worst: json-200KB-c16; bare proxy: 2.50x"
+
+
+def test_body_growth_without_a_bare_run_names_only_the_worst_combo() -> None:
+    checks = {c["target"]: c for c in evaluate_targets(aggregate([
+        _run("experiment", cpu=150),
+        _run("experiment", cpu=270, combo="json-200KB-c16", body=200 * 1024),
+    ]))}
+    growth = checks["4. experiment CPU/request 200KB vs 1KB"]
+    assert growth["measured"] == 1.8 and growth["verdict"] == "PASS"
+    assert growth["where"] == "worst: json-200KB-c16"

@@ -224,7 +224,7 @@ async def test_an_upstream_slower_than_its_timeout_is_504_and_recorded(
         await slow.close()
 
 
-async def test_a_stream_broken_off_by_the_upstream_ends_with_an_error_event(
+async def test_an_answer_whose_body_stalls_past_the_timeout_is_504_and_recorded(
     start_proxy: Any,
     proxy_settings: Settings,
     seed_experiment: Any,
@@ -232,25 +232,68 @@ async def test_a_stream_broken_off_by_the_upstream_ends_with_an_error_event(
     client: Any,
     wait_for_rows: Any,
 ) -> None:
-    async def breaks(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "application/json"})
+        response.content_length = 100
         await response.prepare(request)
-        await response.write(b'data: {"model": "ckpt-x", "choices": []}\n\ndata: {"par')
-        assert request.transport is not None
-        request.transport.close()
+        await response.write(b'{"model": "ckpt-x", ')
+        await asyncio.sleep(5)
         return response
 
-    await seed_experiment(base_url=await partner(breaks))
+    base_url = await partner(stalls)
+    await seed_experiment(base_url=base_url, upstream_extra={"timeout_s": 0.3})
+    proxy = await start_proxy(proxy_settings)
+    async with client.post(proxy.url + CHAT, json=chat()) as response:
+        assert response.status == 504
+        assert (await _error(response))["code"] == "upstream_timeout"
+    (row,) = await wait_for_rows(1)
+    assert (row["status_code"], row["has_error"], row["streamed"]) == (504, True, False)
+
+
+async def _breaks_off(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await response.prepare(request)
+    await response.write(b'data: {"model": "ckpt-x", "choices": []}\n\ndata: {"par')
+    assert request.transport is not None
+    request.transport.close()
+    return response
+
+
+async def _stalls(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await response.prepare(request)
+    await response.write(b'data: {"model": "ckpt-x", "choices": []}\n\n')
+    await asyncio.sleep(5)
+    return response
+
+
+@pytest.mark.parametrize(
+    ("upstream", "code", "status"),
+    [(_breaks_off, "upstream_unreachable", 502), (_stalls, "upstream_timeout", 504)],
+    ids=["broken-off", "past-its-timeout"],
+)
+async def test_a_stream_the_upstream_does_not_finish_ends_with_an_error_event_and_is_recorded(
+    start_proxy: Any,
+    proxy_settings: Settings,
+    seed_experiment: Any,
+    partner: Any,
+    client: Any,
+    wait_for_rows: Any,
+    upstream: Any,
+    code: str,
+    status: int,
+) -> None:
+    await seed_experiment(base_url=await partner(upstream), upstream_extra={"timeout_s": 0.5})
     proxy = await start_proxy(proxy_settings)
     async with client.post(proxy.url + CHAT, json=chat(stream=True)) as response:
         assert response.status == 200
         answer = await response.read()
     first, error, end = answer.split(b"\n\n")
     assert orjson.loads(first.removeprefix(b"data: "))["model"] == PUBLIC_ID
-    assert orjson.loads(error.removeprefix(b"data: "))["error"]["code"] == "upstream_unreachable"
-    assert end == b""  # the incomplete event never reaches the client
+    assert orjson.loads(error.removeprefix(b"data: "))["error"]["code"] == code
+    assert end == b""  # an incomplete event never reaches the client
     (row,) = await wait_for_rows(1)
-    assert (row["status_code"], row["has_error"], row["streamed"]) == (502, True, True)
+    assert (row["status_code"], row["has_error"], row["streamed"]) == (status, True, True)
 
 
 async def test_keep_alive_comments_flow_while_the_upstream_is_silent(
