@@ -240,8 +240,7 @@ async def test_an_answer_whose_body_stalls_past_the_timeout_is_504_and_recorded(
         await asyncio.sleep(5)
         return response
 
-    base_url = await partner(stalls)
-    await seed_experiment(base_url=base_url, upstream_extra={"timeout_s": 0.3})
+    await seed_experiment(base_url=await partner(stalls), upstream_extra={"timeout_s": 0.3})
     proxy = await start_proxy(proxy_settings)
     async with client.post(proxy.url + CHAT, json=chat()) as response:
         assert response.status == 504
@@ -259,7 +258,7 @@ async def _breaks_off(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _stalls(request: web.Request) -> web.StreamResponse:
+async def _stalls_mid_stream(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"content-type": "text/event-stream"})
     await response.prepare(request)
     await response.write(b'data: {"model": "ckpt-x", "choices": []}\n\n')
@@ -269,7 +268,7 @@ async def _stalls(request: web.Request) -> web.StreamResponse:
 
 @pytest.mark.parametrize(
     ("upstream", "code", "status"),
-    [(_breaks_off, "upstream_unreachable", 502), (_stalls, "upstream_timeout", 504)],
+    [(_breaks_off, "upstream_unreachable", 502), (_stalls_mid_stream, "upstream_timeout", 504)],
     ids=["broken-off", "past-its-timeout"],
 )
 async def test_a_stream_the_upstream_does_not_finish_ends_with_an_error_event_and_is_recorded(
